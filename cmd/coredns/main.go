@@ -1,0 +1,12 @@
+// Command coredns is CoreDNS with all its standard plugins plus meshdns,
+// which sits right before kubernetes in the plugin chain.
+package main
+
+import (
+	_ "github.com/coredns/coredns/core/plugin" // CoreDNS's standard plugins.
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/meshdns/meshdns/plugin/meshdns" // Registers meshdns and its place in the chain.
+)
+
+func main() { coremain.Run() }

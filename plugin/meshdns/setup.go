@@ -1,0 +1,207 @@
+package meshdns
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/coredns/coredns/plugin/pkg/upstream"
+	"github.com/miekg/dns"
+
+	"github.com/meshdns/meshdns/plugin/source"
+	"github.com/meshdns/meshdns/plugin/source/file"
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+const pluginName = "meshdns"
+
+var log = clog.NewWithPlugin(pluginName)
+
+func init() {
+	plugin.Register(pluginName, setup)
+	dnsserver.Directives = directives(dnsserver.Directives)
+}
+
+// directives returns a new directive list with meshdns right before
+// kubernetes, after cache and hosts, so caching and static overrides apply
+// to mesh names and everything unknown can fall through to file or forward.
+func directives(base []string) []string {
+	if slices.Contains(base, pluginName) {
+		return base
+	}
+	i := slices.Index(base, "kubernetes")
+	if i < 0 {
+		i = len(base)
+	}
+	out := make([]string, 0, len(base)+1)
+	out = append(out, base[:i]...)
+	out = append(out, pluginName)
+	return append(out, base[i:]...)
+}
+
+func setup(c *caddy.Controller) error {
+	m, err := parse(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.OnStartup(func() error {
+		for _, s := range m.sources {
+			if err := s.src.Start(ctx, s); err != nil {
+				return plugin.Error(pluginName, fmt.Errorf("source %s: %w", s.name, err))
+			}
+		}
+		return nil
+	})
+	c.OnShutdown(func() error {
+		cancel()
+		return nil
+	})
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		m.Next = next
+		return m
+	})
+	return nil
+}
+
+// options collects the Corefile block before the table is made.
+type options struct {
+	domain, namespace string
+	search            []string
+	searchSet         bool
+	ttl               uint32
+}
+
+func parse(c *caddy.Controller) (*MeshDNS, error) {
+	cfg := dnsserver.GetConfig(c)
+	m := &MeshDNS{upstream: upstream.New()}
+	o := options{domain: "cluster.local", ttl: 30}
+	var sources []source.Source
+	i := 0
+	for c.Next() {
+		if i > 0 {
+			return nil, plugin.ErrOnce
+		}
+		i++
+		m.Zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+		for c.NextBlock() {
+			switch c.Val() {
+			case "file":
+				args := c.RemainingArgs()
+				s := &file.Source{Reload: 5 * time.Second}
+				switch {
+				case len(args) == 1:
+				case len(args) == 3 && args[1] == "reload":
+					d, err := time.ParseDuration(args[2])
+					if err != nil || d < 0 {
+						return nil, c.Errf("file: invalid reload duration %q", args[2])
+					}
+					s.Reload = d
+				default:
+					return nil, c.Errf("file: want 'file PATH [reload DURATION]'")
+				}
+				s.Path = args[0]
+				if !filepath.IsAbs(s.Path) && cfg.Root != "" {
+					s.Path = filepath.Join(cfg.Root, s.Path)
+				}
+				// Fail at startup, naming the entry, rather than serve a broken table.
+				if _, _, err := file.Load(s.Path); err != nil {
+					return nil, c.Errf("file: %v", err)
+				}
+				sources = append(sources, s)
+			case "domain":
+				args := c.RemainingArgs()
+				if len(args) != 1 || !validDomain(args[0]) {
+					return nil, c.Errf("domain: want one domain name, got %q", args)
+				}
+				o.domain = strings.ToLower(strings.Trim(args[0], "."))
+			case "namespace":
+				args := c.RemainingArgs()
+				if len(args) != 1 || !validLabel(args[0]) {
+					return nil, c.Errf("namespace: want one namespace name, got %q", args)
+				}
+				o.namespace = strings.ToLower(args[0])
+			case "search":
+				o.search, o.searchSet = nil, true
+				for _, d := range c.RemainingArgs() {
+					if !validDomain(strings.TrimPrefix(d, "*.")) {
+						return nil, c.Errf("search: invalid domain %q", d)
+					}
+					o.search = append(o.search, d)
+				}
+			case "ttl":
+				args := c.RemainingArgs()
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				ttl, err := strconv.Atoi(args[0])
+				if err != nil || ttl < 0 || ttl > 3600 {
+					return nil, c.Errf("ttl: want seconds in [0, 3600], got %q", args[0])
+				}
+				o.ttl = uint32(ttl)
+			case "authoritative":
+				m.Authoritative = zonesOrAll(c.RemainingArgs(), m.Zones)
+			case "fallthrough":
+				m.Fall.SetZonesFromArgs(c.RemainingArgs())
+			default:
+				return nil, c.Errf("unknown property %q", c.Val())
+			}
+		}
+	}
+	if len(sources) == 0 {
+		return nil, c.Err("no source configured: add 'file PATH'")
+	}
+	if !o.searchSet {
+		o.search = defaultSearch(o.domain, o.namespace)
+	}
+	m.table = table.New(table.Config{Domain: o.domain, Namespace: o.namespace, Search: o.search, TTL: o.ttl})
+	m.domain = dns.Fqdn(o.domain)
+	m.ttl = o.ttl
+	for _, s := range sources {
+		m.addSource(s)
+	}
+	return m, nil
+}
+
+// defaultSearch covers a pod's search list in any namespace, with the
+// configured namespace's own domain first.
+func defaultSearch(domain, namespace string) []string {
+	var s []string
+	if namespace != "" {
+		s = append(s, namespace+".svc."+domain)
+	}
+	return append(s, "*.svc."+domain, "svc."+domain, domain)
+}
+
+func zonesOrAll(args, all []string) []string {
+	if len(args) == 0 {
+		return slices.Clone(all)
+	}
+	return plugin.OriginsFromArgsOrServerBlock(args, nil)
+}
+
+func validDomain(s string) bool {
+	s = strings.Trim(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if !validLabel(l) {
+			return false
+		}
+	}
+	return true
+}
+
+func validLabel(l string) bool {
+	_, ok := dns.IsDomainName(l)
+	return ok && l != "" && len(l) <= 63 && !strings.ContainsAny(l, ". *")
+}

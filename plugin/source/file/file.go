@@ -1,0 +1,219 @@
+// Package file is the static source: a JSON name table on disk, re-read when
+// it changes. The format is Istio's NDS NameTable in JSON (table, ips,
+// registry, shortname, namespace) plus ports, endpoints and target, so an xDS
+// snapshot and a hand-written file are the same thing.
+package file
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshdns/meshdns/plugin/source"
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+// NameTable is the file's top level.
+type NameTable struct {
+	Table map[string]NameInfo `json:"table"`
+}
+
+// NameInfo is one host.
+type NameInfo struct {
+	IPs       []string   `json:"ips,omitempty"`
+	Registry  string     `json:"registry,omitempty"`
+	Shortname string     `json:"shortname,omitempty"`
+	Namespace string     `json:"namespace,omitempty"`
+	Ports     []Port     `json:"ports,omitempty"`
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	Target    string     `json:"target,omitempty"`
+}
+
+// Port is one service port; protocol is TCP (default), UDP or SCTP.
+type Port struct {
+	Name     string `json:"name,omitempty"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// Endpoint is one endpoint of a headless service.
+type Endpoint struct {
+	Hostname string `json:"hostname,omitempty"`
+	IP       string `json:"ip"`
+}
+
+// Parse reads a name table strictly: unknown fields and bad entries are
+// errors that name the entry.
+func Parse(data []byte) ([]table.Entry, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var nt NameTable
+	if err := dec.Decode(&nt); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("trailing data after the name table")
+	}
+	if nt.Table == nil {
+		return nil, fmt.Errorf(`no "table" object`)
+	}
+	entries := make([]table.Entry, 0, len(nt.Table))
+	for host, info := range nt.Table {
+		e, err := info.entry(host)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", host, err)
+		}
+		entries = append(entries, e)
+	}
+	slices.SortFunc(entries, func(a, b table.Entry) int { return strings.Compare(a.Host, b.Host) })
+	return entries, nil
+}
+
+func (n NameInfo) entry(host string) (table.Entry, error) {
+	reg, err := table.ParseRegistry(n.Registry)
+	if err != nil {
+		return table.Entry{}, err
+	}
+	e := table.Entry{Host: host, Registry: reg, Target: n.Target}
+	if n.Shortname != "" || n.Namespace != "" {
+		if reg != table.Kubernetes || !strings.HasPrefix(strings.ToLower(host), strings.ToLower(n.Shortname+"."+n.Namespace+".svc.")) {
+			return e, fmt.Errorf("shortname %q and namespace %q need registry Kubernetes and a host <shortname>.<namespace>.svc.<domain>", n.Shortname, n.Namespace)
+		}
+	}
+	for _, s := range n.IPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return e, fmt.Errorf("ips: %w", err)
+		}
+		e.Addrs = append(e.Addrs, a)
+	}
+	for _, p := range n.Ports {
+		if p.Port < 1 || p.Port > 65535 {
+			return e, fmt.Errorf("port %q: number %d out of range", p.Name, p.Port)
+		}
+		proto := table.TCP
+		if p.Protocol != "" {
+			if proto, err = table.ParseProtocol(p.Protocol); err != nil {
+				return e, fmt.Errorf("port %q: %w", p.Name, err)
+			}
+		}
+		e.Ports = append(e.Ports, table.Port{Name: p.Name, Number: uint16(p.Port), Protocol: proto})
+	}
+	for _, ep := range n.Endpoints {
+		a, err := netip.ParseAddr(ep.IP)
+		if err != nil {
+			return e, fmt.Errorf("endpoint %q: %w", ep.Hostname, err)
+		}
+		e.Endpoints = append(e.Endpoints, table.Endpoint{Hostname: ep.Hostname, Addr: a})
+	}
+	if _, err := table.Normalize(e); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// Marshal writes entries in the file format, sorted by host.
+func Marshal(entries []table.Entry) ([]byte, error) {
+	nt := NameTable{Table: make(map[string]NameInfo, len(entries))}
+	for _, e := range entries {
+		n := NameInfo{Registry: e.Registry.String(), Target: e.Target}
+		for _, a := range e.Addrs {
+			n.IPs = append(n.IPs, a.String())
+		}
+		for _, p := range e.Ports {
+			n.Ports = append(n.Ports, Port{Name: p.Name, Port: int(p.Number), Protocol: strings.ToUpper(p.Protocol.String())})
+		}
+		for _, ep := range e.Endpoints {
+			n.Endpoints = append(n.Endpoints, Endpoint{Hostname: ep.Hostname, IP: ep.Addr.String()})
+		}
+		nt.Table[e.Host] = n
+	}
+	return json.MarshalIndent(nt, "", "  ")
+}
+
+// Load reads and parses a file.
+func Load(path string) ([]table.Entry, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, err := Parse(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return entries, data, nil
+}
+
+// Source serves a file and re-reads it every Reload (0: never) when it changed.
+type Source struct {
+	Path   string
+	Reload time.Duration
+}
+
+// Name implements source.Source.
+func (s *Source) Name() string { return "file:" + s.Path }
+
+// Start loads the file once, synchronously, then watches it.
+func (s *Source) Start(ctx context.Context, sink source.Sink) error {
+	entries, data, err := Load(s.Path)
+	if err != nil {
+		sink.Up(false)
+		return err
+	}
+	sink.Replace(entries)
+	sink.Up(true)
+	sink.Synced()
+	if s.Reload <= 0 {
+		return nil
+	}
+	go s.watch(ctx, sink, sha256.Sum256(data))
+	return nil
+}
+
+func (s *Source) watch(ctx context.Context, sink source.Sink, sum [sha256.Size]byte) {
+	tick := time.NewTicker(s.Reload)
+	defer tick.Stop()
+	var last os.FileInfo
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		fi, err := os.Stat(s.Path)
+		if err != nil {
+			sink.Up(false)
+			sink.Reject(s.Path, "read", err)
+			continue
+		}
+		if last != nil && fi.ModTime().Equal(last.ModTime()) && fi.Size() == last.Size() && os.SameFile(fi, last) {
+			continue
+		}
+		last = fi
+		data, err := os.ReadFile(s.Path)
+		if err != nil {
+			sink.Up(false)
+			sink.Reject(s.Path, "read", err)
+			continue
+		}
+		sink.Up(true)
+		if sha256.Sum256(data) == sum {
+			continue
+		}
+		entries, err := Parse(data)
+		if err != nil {
+			// Keep serving the last good table; try again when the file changes.
+			sink.Reject(s.Path, "parse", err)
+			continue
+		}
+		sum = sha256.Sum256(data)
+		sink.Replace(entries)
+	}
+}

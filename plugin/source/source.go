@@ -1,0 +1,33 @@
+// Package source defines how a source of names feeds the meshdns table. A
+// source only turns its input into table entries; it knows nothing of DNS.
+package source
+
+import (
+	"context"
+
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+// Sink receives one source's changes. The plugin gives each source its own
+// sink, which applies changes to the table and records metrics and logs.
+type Sink interface {
+	// Replace makes the source's entries exactly these (a full state).
+	Replace(entries []table.Entry)
+	// Apply changes some entries and deletes others (an incremental update).
+	Apply(upserts []table.Entry, deletes []string)
+	// Reject reports input the source skipped: reason is a metric label.
+	Reject(object, reason string, err error)
+	// Synced marks the source as loaded once; until every source is, meshdns
+	// answers SERVFAIL and is not ready.
+	Synced()
+	// Up reports whether the source can currently reach its input.
+	Up(up bool)
+}
+
+// Source is a running feed of entries.
+type Source interface {
+	// Name identifies the source in metrics and logs, e.g. "file:/etc/mesh.json".
+	Name() string
+	// Start begins feeding sink and returns; it stops when ctx is done.
+	Start(ctx context.Context, sink Sink) error
+}

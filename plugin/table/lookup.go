@@ -1,0 +1,257 @@
+package table
+
+import (
+	"net/netip"
+	"strings"
+	"unsafe"
+)
+
+// Kind says how a query name matched the table.
+type Kind uint8
+
+const (
+	// Miss: the table does not know the name.
+	Miss Kind = iota
+	// Hit: a host, one of its short names, or an endpoint name.
+	Hit
+	// Wildcard: the name falls under a "*.suffix" host.
+	Wildcard
+	// Shortcut: the name is a served name with a search domain appended.
+	Shortcut
+	// Empty: an empty non-terminal, an ancestor of served names (NODATA).
+	Empty
+)
+
+var kindNames = [...]string{Miss: "miss", Hit: "hit", Wildcard: "wildcard", Shortcut: "shortcut", Empty: "empty"}
+
+func (k Kind) String() string { return kindNames[k] }
+
+// Match is the result of Lookup.
+type Match struct {
+	Kind   Kind
+	Record *Record
+	// Cut, for a Shortcut, is the length of the served part of the query name
+	// including its trailing dot: the query was name[:Cut] + search domain.
+	Cut int
+	// SRV is the length of a "_port._proto." prefix that was stripped to find
+	// Record (only Hit matches have one); Port and Proto are its labels
+	// without the underscores.
+	SRV         int
+	Port, Proto string
+}
+
+// Lookup finds qname, a lower-case name with its trailing dot. Precedence: an
+// exact name (host, short name, endpoint name, SRV name), then the most
+// specific wildcard, then a search-domain shortcut (search domains in order;
+// the remainder found exactly or by wildcard), then an empty non-terminal.
+// It does not allocate.
+func (t *Table) Lookup(qname string) Match {
+	name := strings.TrimSuffix(qname, ".")
+	if name == "" {
+		return Match{}
+	}
+	if r := t.exact(name); r != nil {
+		return Match{Kind: Hit, Record: r}
+	}
+	if m := t.srv(name); m.Kind != Miss {
+		return m
+	}
+	if r := t.wildcard(name); r != nil {
+		return Match{Kind: Wildcard, Record: r}
+	}
+	for _, sd := range t.search {
+		head, ok := strings.CutSuffix(name, sd.suffix)
+		if !ok || head == "" {
+			continue
+		}
+		if sd.anyLabel {
+			i := strings.LastIndexByte(head, '.')
+			// A bare short name under another namespace's domain is not a
+			// shortcut: it would be that namespace's service.
+			if i <= 0 || strings.IndexByte(head[:i], '.') < 0 {
+				continue
+			}
+			head = head[:i]
+		}
+		if r := t.exact(head); r != nil {
+			return Match{Kind: Shortcut, Record: r, Cut: len(head) + 1}
+		}
+		if r := t.wildcard(head); r != nil {
+			return Match{Kind: Shortcut, Record: r, Cut: len(head) + 1}
+		}
+	}
+	if _, ok := t.ents.get(name); ok {
+		return Match{Kind: Empty}
+	}
+	return Match{}
+}
+
+// exact finds a host, a short name of a Kubernetes host, or an endpoint name.
+func (t *Table) exact(name string) *Record {
+	if r, ok := t.names.get(name); ok {
+		return r
+	}
+	if r := t.short(name); r != nil {
+		return r
+	}
+	if t.hasEndpoint.Load() > 0 {
+		if label, parent, ok := strings.Cut(name, "."); ok {
+			if r, ok := t.names.get(parent); ok && r.extra != nil {
+				return r.extra.byLabel[label]
+			}
+		}
+	}
+	return nil
+}
+
+// short resolves "name.ns", "name.ns.svc" and, with a configured namespace,
+// "name" to the Kubernetes host "name.ns.svc.<domain>".
+func (t *Table) short(name string) *Record {
+	var buf [256]byte
+	key := append(buf[:0], name...)
+	switch strings.Count(name, ".") {
+	case 0:
+		if t.cfg.Namespace == "" {
+			return nil
+		}
+		key = append(append(append(key, '.'), t.cfg.Namespace...), t.kubeSuffix...)
+	case 1:
+		key = append(key, t.kubeSuffix...)
+	case 2:
+		if !strings.HasSuffix(name, ".svc") {
+			return nil
+		}
+		key = append(append(key, '.'), t.cfg.Domain...)
+	default:
+		return nil
+	}
+	if len(key) > len(buf) {
+		return nil
+	}
+	// The key lives on the stack only for the duration of the map read.
+	r, ok := t.names.get(unsafe.String(&key[0], len(key)))
+	if !ok || r.shortName == 0 {
+		return nil
+	}
+	return r
+}
+
+// wildcard finds the most specific "*.suffix" host that covers name.
+func (t *Table) wildcard(name string) *Record {
+	if !t.hasWild.Load() {
+		return nil
+	}
+	for {
+		i := strings.IndexByte(name, '.')
+		if i < 0 {
+			return nil
+		}
+		name = name[i+1:]
+		if r, ok := t.wild.get(name); ok {
+			return r
+		}
+	}
+}
+
+// srv resolves "_port._proto.<name>" when name is served exactly and has a
+// matching port.
+func (t *Table) srv(name string) Match {
+	if len(name) < 2 || name[0] != '_' {
+		return Match{}
+	}
+	port, rest, ok := strings.Cut(name, ".")
+	if !ok || len(rest) < 2 || rest[0] != '_' {
+		return Match{}
+	}
+	proto, host, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Match{}
+	}
+	r := t.exact(host)
+	if r == nil {
+		return Match{}
+	}
+	m := Match{Kind: Hit, Record: r, SRV: len(name) - len(host), Port: port[1:], Proto: proto[1:]}
+	for _, p := range r.ports {
+		if m.Selects(p) {
+			return m
+		}
+	}
+	return Match{}
+}
+
+// Selects reports whether an SRV query selects port p.
+func (m Match) Selects(p Port) bool {
+	return m.SRV == 0 || (p.Name == m.Port && p.Protocol.String() == m.Proto)
+}
+
+// PTR returns the names that own addr.
+func (t *Table) PTR(addr netip.Addr) []string {
+	owners, _ := t.ptr.get(addr)
+	return owners
+}
+
+// ParseReverse turns an in-addr.arpa or ip6.arpa name (lower case, with or
+// without the trailing dot) into an address, without allocating.
+func ParseReverse(name string) (netip.Addr, bool) {
+	name = strings.TrimSuffix(name, ".")
+	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa"); ok {
+		var ip [4]byte
+		for i := 3; i >= 0; i-- {
+			label := rest
+			if j := strings.IndexByte(rest, '.'); j >= 0 {
+				label, rest = rest[:j], rest[j+1:]
+			} else if i != 0 {
+				return netip.Addr{}, false
+			} else {
+				rest = ""
+			}
+			if len(label) == 0 || len(label) > 3 || (len(label) > 1 && label[0] == '0') {
+				return netip.Addr{}, false
+			}
+			n := 0
+			for k := 0; k < len(label); k++ {
+				if label[k] < '0' || label[k] > '9' {
+					return netip.Addr{}, false
+				}
+				n = n*10 + int(label[k]-'0')
+			}
+			if n > 255 {
+				return netip.Addr{}, false
+			}
+			ip[i] = byte(n)
+		}
+		return netip.AddrFrom4(ip), rest == ""
+	}
+	if rest, ok := strings.CutSuffix(name, ".ip6.arpa"); ok {
+		// 32 nibbles, each a single hex digit followed by a dot (but the last).
+		if len(rest) != 63 {
+			return netip.Addr{}, false
+		}
+		var ip [16]byte
+		for i := 0; i < 32; i++ {
+			c := rest[2*i]
+			if i < 31 && rest[2*i+1] != '.' {
+				return netip.Addr{}, false
+			}
+			var v byte
+			switch {
+			case c >= '0' && c <= '9':
+				v = c - '0'
+			case c >= 'a' && c <= 'f':
+				v = c - 'a' + 10
+			default:
+				return netip.Addr{}, false
+			}
+			// Nibble i counts from the least significant end.
+			b := 15 - i/2
+			if i%2 == 0 {
+				ip[b] |= v
+			} else {
+				ip[b] |= v << 4
+			}
+		}
+		return netip.AddrFrom16(ip), true
+	}
+	return netip.Addr{}, false
+}

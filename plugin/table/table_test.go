@@ -1,0 +1,398 @@
+package table
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+var ip = netip.MustParseAddr
+
+func testTable(t testing.TB, ns string) (*Table, SourceID) {
+	t.Helper()
+	tb := New(Config{
+		Domain:    "cluster.local",
+		Namespace: ns,
+		Search:    []string{"*.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"},
+		TTL:       30,
+	})
+	src := tb.AddSource("test")
+	res := tb.Apply(src, []Entry{
+		{Host: "reviews.bookinfo.svc.cluster.local", Registry: Kubernetes, Addrs: []netip.Addr{ip("10.96.0.10")},
+			Ports: []Port{{Name: "http", Number: 9080, Protocol: TCP}}},
+		{Host: "dual.bookinfo.svc.cluster.local", Registry: Kubernetes, Addrs: []netip.Addr{ip("fd00::10"), ip("10.96.0.11")}},
+		{Host: "db.data.svc.cluster.local", Registry: Kubernetes, Addrs: []netip.Addr{ip("10.1.0.5"), ip("10.1.0.6"), ip("10.1.0.7")},
+			Ports: []Port{{Name: "pg", Number: 5432, Protocol: TCP}},
+			Endpoints: []Endpoint{{Hostname: "db-0", Addr: ip("10.1.0.5")}, {Hostname: "db-1", Addr: ip("10.1.0.6")}, {Addr: ip("10.1.0.7")}}},
+		{Host: "ext.bookinfo.svc.cluster.local", Registry: Kubernetes, Target: "example.org."},
+		{Host: "api.example.com", Registry: External, Addrs: []netip.Addr{ip("240.240.0.1")}},
+		{Host: "*.wild.example.com", Registry: External, Addrs: []netip.Addr{ip("240.240.0.2")}},
+		{Host: "*.deep.wild.example.com", Registry: External, Addrs: []netip.Addr{ip("240.240.0.3")}},
+		{Host: "exact.wild.example.com", Registry: External, Addrs: []netip.Addr{ip("240.240.0.4")}},
+		{Host: "se.bookinfo.svc.cluster.local", Registry: External, Addrs: []netip.Addr{ip("240.240.0.5")}},
+	}, nil)
+	if len(res.Rejected) > 0 || res.Added != 9 {
+		t.Fatalf("setup: %+v", res)
+	}
+	return tb, src
+}
+
+func TestLookup(t *testing.T) {
+	tests := []struct {
+		ns, q string
+		kind  Kind
+		owner string // the matched record's owner
+		cut   int
+	}{
+		{"", "reviews.bookinfo.svc.cluster.local.", Hit, "reviews.bookinfo.svc.cluster.local.", 0},
+		{"", "reviews.bookinfo.", Hit, "reviews.bookinfo.svc.cluster.local.", 0},
+		{"", "reviews.bookinfo.svc.", Hit, "reviews.bookinfo.svc.cluster.local.", 0},
+		{"", "reviews.", Miss, "", 0},
+		{"bookinfo", "reviews.", Hit, "reviews.bookinfo.svc.cluster.local.", 0},
+		{"other", "reviews.", Miss, "", 0},
+		// ServiceEntries get no short names, even under the cluster domain.
+		{"", "se.bookinfo.", Miss, "", 0},
+		{"", "se.bookinfo.svc.cluster.local.", Hit, "se.bookinfo.svc.cluster.local.", 0},
+		{"", "db-0.db.data.svc.cluster.local.", Hit, "db-0.db.data.svc.cluster.local.", 0},
+		{"", "10-1-0-7.db.data.svc.cluster.local.", Hit, "10-1-0-7.db.data.svc.cluster.local.", 0},
+		{"", "db-9.db.data.svc.cluster.local.", Miss, "", 0},
+		{"", "api.example.com.", Hit, "api.example.com.", 0},
+		{"", "a.wild.example.com.", Wildcard, "*.wild.example.com.", 0},
+		{"", "a.b.c.wild.example.com.", Wildcard, "*.wild.example.com.", 0},
+		{"", "x.deep.wild.example.com.", Wildcard, "*.deep.wild.example.com.", 0},
+		{"", "exact.wild.example.com.", Hit, "exact.wild.example.com.", 0},
+		{"", "wild.example.com.", Empty, "", 0},
+		{"", "example.com.", Empty, "", 0},
+		// Search-domain shortcuts: every domain, any namespace.
+		{"", "reviews.bookinfo.default.svc.cluster.local.", Shortcut, "reviews.bookinfo.svc.cluster.local.", len("reviews.bookinfo.")},
+		{"", "reviews.bookinfo.svc.cluster.local.default.svc.cluster.local.", Shortcut, "reviews.bookinfo.svc.cluster.local.", len("reviews.bookinfo.svc.cluster.local.")},
+		{"", "reviews.bookinfo.cluster.local.", Shortcut, "reviews.bookinfo.svc.cluster.local.", len("reviews.bookinfo.")},
+		{"", "api.example.com.default.svc.cluster.local.", Shortcut, "api.example.com.", len("api.example.com.")},
+		{"", "api.example.com.corp.example.", Shortcut, "api.example.com.", len("api.example.com.")},
+		{"", "a.wild.example.com.ns1.svc.cluster.local.", Shortcut, "*.wild.example.com.", len("a.wild.example.com.")},
+		// A bare name under "<ns>.svc" is that namespace's service, not ours.
+		{"bookinfo", "reviews.default.svc.cluster.local.", Miss, "", 0},
+		{"bookinfo", "reviews.bookinfo.svc.cluster.local.", Hit, "reviews.bookinfo.svc.cluster.local.", 0},
+		{"bookinfo", "reviews.corp.example.", Shortcut, "reviews.bookinfo.svc.cluster.local.", len("reviews.")},
+		{"", "bookinfo.svc.cluster.local.", Empty, "", 0},
+		{"", "svc.cluster.local.", Empty, "", 0},
+		{"", "nope.bookinfo.svc.cluster.local.", Miss, "", 0},
+		{"", "www.google.com.", Miss, "", 0},
+		{"", "www.google.com.default.svc.cluster.local.", Miss, "", 0},
+		{"", "_http._tcp.reviews.bookinfo.svc.cluster.local.", Hit, "reviews.bookinfo.svc.cluster.local.", 0},
+		{"", "_http._tcp.reviews.bookinfo.", Hit, "reviews.bookinfo.svc.cluster.local.", 0},
+		{"", "_http._udp.reviews.bookinfo.svc.cluster.local.", Miss, "", 0},
+		{"", "_grpc._tcp.reviews.bookinfo.svc.cluster.local.", Miss, "", 0},
+		{"", ".", Miss, "", 0},
+	}
+	tables := map[string]*Table{}
+	for _, tc := range tests {
+		t.Run(tc.ns+"/"+tc.q, func(t *testing.T) {
+			tb, ok := tables[tc.ns]
+			if !ok {
+				tb, _ = testTable(t, tc.ns)
+				tables[tc.ns] = tb
+			}
+			m := tb.Lookup(tc.q)
+			if m.Kind != tc.kind {
+				t.Fatalf("kind = %v, want %v", m.Kind, tc.kind)
+			}
+			owner := ""
+			if m.Record != nil {
+				owner = m.Record.Owner()
+			}
+			if owner != tc.owner || m.Cut != tc.cut {
+				t.Fatalf("owner, cut = %q, %d; want %q, %d", owner, m.Cut, tc.owner, tc.cut)
+			}
+		})
+	}
+}
+
+func TestRecordAnswers(t *testing.T) {
+	tb, _ := testTable(t, "")
+	dual := tb.Lookup("dual.bookinfo.svc.cluster.local.").Record
+	if got := rrStrings(dual.A()); !slices.Equal(got, []string{"dual.bookinfo.svc.cluster.local.\t30\tIN\tA\t10.96.0.11"}) {
+		t.Errorf("A = %q", got)
+	}
+	if got := rrStrings(dual.AAAA()); !slices.Equal(got, []string{"dual.bookinfo.svc.cluster.local.\t30\tIN\tAAAA\tfd00::10"}) {
+		t.Errorf("AAAA = %q", got)
+	}
+	if got := tb.Lookup("ext.bookinfo.svc.cluster.local.").Record.Target(); got != "example.org." {
+		t.Errorf("Target = %q", got)
+	}
+	db := tb.Lookup("db.data.svc.cluster.local.").Record
+	var eps []string
+	for _, ep := range db.Endpoints() {
+		eps = append(eps, ep.Owner())
+	}
+	want := []string{"10-1-0-7.db.data.svc.cluster.local.", "db-0.db.data.svc.cluster.local.", "db-1.db.data.svc.cluster.local."}
+	if !slices.Equal(eps, want) {
+		t.Errorf("endpoints = %q, want %q", eps, want)
+	}
+}
+
+func rrStrings(rrs []dns.RR) []string {
+	var out []string
+	for _, rr := range rrs {
+		out = append(out, rr.String())
+	}
+	return out
+}
+
+func TestPTR(t *testing.T) {
+	tb, src := testTable(t, "")
+	tests := []struct {
+		rev  string
+		want []string
+	}{
+		{"10.0.96.10.in-addr.arpa.", []string{"reviews.bookinfo.svc.cluster.local."}},
+		{"0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", []string{"dual.bookinfo.svc.cluster.local."}},
+		{"5.0.1.10.in-addr.arpa.", []string{"db-0.db.data.svc.cluster.local."}},
+		{"7.0.1.10.in-addr.arpa.", []string{"10-1-0-7.db.data.svc.cluster.local."}},
+		{"2.240.240.240.in-addr.arpa.", nil}, // wildcards own no address
+		{"9.9.9.9.in-addr.arpa.", nil},
+	}
+	for _, tc := range tests {
+		a, ok := ParseReverse(tc.rev)
+		if !ok {
+			t.Fatalf("ParseReverse(%q) failed", tc.rev)
+		}
+		if got := tb.PTR(a); !slices.Equal(got, tc.want) {
+			t.Errorf("PTR(%s) = %q, want %q", tc.rev, got, tc.want)
+		}
+	}
+	// A second owner of an address, then removal of the first.
+	tb.Apply(src, []Entry{{Host: "alias.example.com", Addrs: []netip.Addr{ip("10.96.0.10")}}}, nil)
+	want := []string{"alias.example.com.", "reviews.bookinfo.svc.cluster.local."}
+	if got := tb.PTR(ip("10.96.0.10")); !slices.Equal(got, want) {
+		t.Errorf("PTR = %q, want %q", got, want)
+	}
+	tb.Apply(src, nil, []string{"reviews.bookinfo.svc.cluster.local"})
+	if got := tb.PTR(ip("10.96.0.10")); !slices.Equal(got, []string{"alias.example.com."}) {
+		t.Errorf("PTR after delete = %q", got)
+	}
+}
+
+func TestParseReverse(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+	}{
+		{"1.0.0.127.in-addr.arpa.", "127.0.0.1"},
+		{"255.255.255.255.in-addr.arpa", "255.255.255.255"},
+		{"1.0.0.in-addr.arpa.", ""},
+		{"1.0.0.0.127.in-addr.arpa.", ""},
+		{"256.0.0.127.in-addr.arpa.", ""},
+		{"01.0.0.127.in-addr.arpa.", ""},
+		{"a.0.0.127.in-addr.arpa.", ""},
+		{"in-addr.arpa.", ""},
+		{"1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "2001:db8::1"},
+		{"1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.ip6.arpa.", ""},
+		{"g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", ""},
+		{"example.com.", ""},
+	}
+	for _, tc := range tests {
+		a, ok := ParseReverse(tc.in)
+		got := ""
+		if ok {
+			got = a.String()
+		}
+		if got != tc.want {
+			t.Errorf("ParseReverse(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestApplyCounts(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30})
+	src := tb.AddSource("s")
+	e := Entry{Host: "A.Example.com.", Addrs: []netip.Addr{ip("1.1.1.1")}}
+	steps := []struct {
+		name    string
+		upserts []Entry
+		deletes []string
+		want    Result
+	}{
+		{"add", []Entry{e}, nil, Result{Added: 1}},
+		{"same again", []Entry{e}, nil, Result{Unchanged: 1}},
+		{"same, other order of addresses", []Entry{{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1"), ip("1.1.1.1")}}}, nil, Result{Unchanged: 1}},
+		{"change", []Entry{{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.2")}}}, nil, Result{Changed: 1}},
+		{"delete missing", nil, []string{"b.example.com"}, Result{}},
+		{"delete", nil, []string{"a.example.com."}, Result{Deleted: 1}},
+	}
+	for _, s := range steps {
+		got := tb.Apply(src, s.upserts, s.deletes)
+		if fmt.Sprint(got) != fmt.Sprint(s.want) {
+			t.Errorf("%s: %+v, want %+v", s.name, got, s.want)
+		}
+	}
+}
+
+func TestRejectKeepsPrevious(t *testing.T) {
+	tests := []struct {
+		name   string
+		entry  Entry
+		reason error
+	}{
+		{"bare wildcard", Entry{Host: "*", Addrs: []netip.Addr{ip("1.1.1.1")}}, ErrHost},
+		{"inner wildcard", Entry{Host: "a.*.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}}, ErrHost},
+		{"long name", Entry{Host: fmt.Sprintf("%0300d.example.com", 0)}, ErrHost},
+		{"long label", Entry{Host: fmt.Sprintf("%070d.example.com", 0)}, ErrHost},
+		{"bad char", Entry{Host: "a b.example.com"}, ErrHost},
+		{"empty label", Entry{Host: "a..example.com"}, ErrHost},
+		{"leading dash", Entry{Host: "-a.example.com"}, ErrHost},
+		{"invalid address", Entry{Host: "a.example.com", Addrs: []netip.Addr{{}}}, ErrAddress},
+		{"unspecified address", Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("0.0.0.0")}}, ErrAddress},
+		{"zero port", Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}, Ports: []Port{{Name: "x"}}}, ErrPort},
+		{"bad port name", Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}, Ports: []Port{{Name: "X Y", Number: 1}}}, ErrPort},
+		{"bad target", Entry{Host: "a.example.com", Target: "*.example.org"}, ErrTarget},
+		{"bad endpoint", Entry{Host: "a.example.com", Endpoints: []Endpoint{{Hostname: "a.b", Addr: ip("1.1.1.1")}}}, ErrEndpoint},
+		{"wildcard endpoint", Entry{Host: "*.example.com", Endpoints: []Endpoint{{Addr: ip("1.1.1.1")}}}, ErrEndpoint},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := New(Config{Domain: "cluster.local", TTL: 30})
+			src := tb.AddSource("s")
+			good := Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}}
+			tb.Apply(src, []Entry{good}, nil)
+			res := tb.Apply(src, []Entry{tc.entry}, nil)
+			if len(res.Rejected) != 1 || !errors.Is(res.Rejected[0].Err, tc.reason) || res.Rejected[0].Reason != tc.reason.Error() {
+				t.Fatalf("result %+v, want a rejection for %v", res, tc.reason)
+			}
+			if m := tb.Lookup("a.example.com."); m.Kind != Hit || m.Record.A()[0].(*dns.A).A.String() != "1.1.1.1" {
+				t.Fatalf("previous entry not served: %+v", m)
+			}
+		})
+	}
+}
+
+func TestSourcePriority(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30})
+	first, second := tb.AddSource("first"), tb.AddSource("second")
+	host := "svc.ns.svc.cluster.local"
+	addr := func() string {
+		return tb.Lookup(host + ".").Record.A()[0].(*dns.A).A.String()
+	}
+	tb.Apply(second, []Entry{{Host: host, Registry: Kubernetes, Addrs: []netip.Addr{ip("10.0.0.2")}}}, nil)
+	if got := addr(); got != "10.0.0.2" {
+		t.Fatalf("only second: %s", got)
+	}
+	tb.Apply(first, []Entry{{Host: host, Registry: Kubernetes, Addrs: []netip.Addr{ip("10.0.0.1")}}}, nil)
+	if got := addr(); got != "10.0.0.1" {
+		t.Fatalf("first wins: %s", got)
+	}
+	tb.Apply(second, []Entry{{Host: host, Registry: Kubernetes, Addrs: []netip.Addr{ip("10.0.0.3")}}}, nil)
+	if got := addr(); got != "10.0.0.1" {
+		t.Fatalf("second's change must not win: %s", got)
+	}
+	if got := tb.PTR(ip("10.0.0.3")); got != nil {
+		t.Fatalf("losing address has PTR %q", got)
+	}
+	tb.Apply(first, nil, []string{host})
+	if got := addr(); got != "10.0.0.3" {
+		t.Fatalf("second promoted: %s", got)
+	}
+	if got := tb.PTR(ip("10.0.0.1")); got != nil {
+		t.Fatalf("deleted address keeps PTR %q", got)
+	}
+	st := tb.Stats()
+	if st[first].Entries != 0 || st[second].Entries != 1 || st[second].Names != 3 || st[first].Names != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	res := tb.Replace(second, nil)
+	if res.Deleted != 1 || tb.Lookup(host+".").Kind != Miss || tb.Lookup("ns.svc.cluster.local.").Kind != Miss {
+		t.Fatalf("replace with nothing: %+v", res)
+	}
+}
+
+func TestReplaceAppliesOnlyDifferences(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30})
+	src := tb.AddSource("s")
+	entries := genEntries(100)
+	if res := tb.Replace(src, entries); res.Added != 100 {
+		t.Fatalf("first replace: %+v", res)
+	}
+	before := tb.Lookup(entries[1].Host + ".").Record
+	entries[0].Addrs = []netip.Addr{ip("10.255.0.1")}
+	res := tb.Replace(src, entries[:99])
+	if res.Changed != 1 || res.Deleted != 1 || res.Unchanged != 98 {
+		t.Fatalf("second replace: %+v", res)
+	}
+	if tb.Lookup(entries[1].Host+".").Record != before {
+		t.Fatal("an unchanged entry was rebuilt")
+	}
+}
+
+func TestExternalWithoutAddressIsNotServed(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30})
+	src := tb.AddSource("s")
+	tb.Apply(src, []Entry{{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}}, {Host: "k.ns.svc.cluster.local", Registry: Kubernetes}}, nil)
+	res := tb.Apply(src, []Entry{{Host: "a.example.com"}}, nil)
+	if res.Deleted != 1 || tb.Lookup("a.example.com.").Kind != Miss {
+		t.Fatalf("External entry without addresses still served: %+v", res)
+	}
+	if m := tb.Lookup("k.ns.svc.cluster.local."); m.Kind != Hit || len(m.Record.A()) != 0 {
+		t.Fatalf("Kubernetes entry without addresses must stay a known name: %+v", m)
+	}
+}
+
+// TestConcurrentReadsAndUpdates runs lookups against constant updates; run with
+// -race. Every lookup of a stable name must succeed throughout.
+func TestConcurrentReadsAndUpdates(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30, Search: []string{"*.svc.cluster.local"}})
+	src := tb.AddSource("s")
+	stable := genEntries(500)
+	tb.Apply(src, stable, nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				e := stable[i%len(stable)]
+				m := tb.Lookup(e.Host + ".")
+				if m.Kind != Hit || len(m.Record.A()) != 1 {
+					t.Errorf("lookup %s: %+v", e.Host, m)
+					return
+				}
+				_ = m.Record.A()[0].String()
+				tb.Lookup("churn-1.churn.svc.cluster.local.other.svc.cluster.local.")
+				tb.PTR(e.Addrs[0])
+			}
+		}()
+	}
+	for i := 0; i < 2000; i++ {
+		h := fmt.Sprintf("churn-%d.churn.svc.cluster.local", i%10)
+		tb.Apply(src, []Entry{{Host: h, Registry: Kubernetes, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)})}}}, nil)
+		if i%3 == 0 {
+			tb.Apply(src, nil, []string{h})
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
+// genEntries makes n ClusterIP services spread over n/100+1 namespaces.
+func genEntries(n int) []Entry {
+	out := make([]Entry, n)
+	for i := range out {
+		out[i] = Entry{
+			Host:     fmt.Sprintf("svc-%d.ns-%d.svc.cluster.local", i, i/100),
+			Registry: Kubernetes,
+			Addrs:    []netip.Addr{netip.AddrFrom4([4]byte{10, byte(96 + i>>16), byte(i >> 8), byte(i)})},
+			Ports:    []Port{{Name: "http", Number: 80, Protocol: TCP}},
+		}
+	}
+	return out
+}
