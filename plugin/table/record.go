@@ -30,11 +30,11 @@ type Record struct {
 }
 
 type recordExtra struct {
-	target    string      // CNAME target with trailing dot (ExternalName)
-	endpoints []Endpoint  // as given, for equality
-	names     []*Record   // endpoint names, sorted by owner
+	target    string     // CNAME target with trailing dot (ExternalName)
+	endpoints []Endpoint // as given, for equality
+	names     []*Record  // endpoint names, sorted by owner
 	byLabel   map[string]*Record
-	wildcard  bool        // owner is "*.suffix."
+	wildcard  bool // owner is "*.suffix."
 }
 
 // Owner is the canonical name with its trailing dot.

@@ -38,10 +38,10 @@ type Table struct {
 	kubeSuffix string // ".svc.<domain>"
 	search     []searchDomain
 
-	names *shardMap[string, *Record]     // exact hosts, without trailing dot
-	wild  *shardMap[string, *Record]     // wildcard hosts by the suffix after "*."
+	names *shardMap[string, *Record]      // exact hosts, without trailing dot
+	wild  *shardMap[string, *Record]      // wildcard hosts by the suffix after "*."
 	ptr   *shardMap[netip.Addr, []string] // address -> owner names
-	ents  *shardMap[string, int32]       // empty non-terminals -> reference count
+	ents  *shardMap[string, int32]        // empty non-terminals -> reference count
 
 	hasWild     atomic.Bool
 	hasEndpoint atomic.Int64 // records with endpoint names

@@ -27,7 +27,7 @@ func testTable(t testing.TB, ns string) (*Table, SourceID) {
 			Ports: []Port{{Name: "http", Number: 9080, Protocol: TCP}}},
 		{Host: "dual.bookinfo.svc.cluster.local", Registry: Kubernetes, Addrs: []netip.Addr{ip("fd00::10"), ip("10.96.0.11")}},
 		{Host: "db.data.svc.cluster.local", Registry: Kubernetes, Addrs: []netip.Addr{ip("10.1.0.5"), ip("10.1.0.6"), ip("10.1.0.7")},
-			Ports: []Port{{Name: "pg", Number: 5432, Protocol: TCP}},
+			Ports:     []Port{{Name: "pg", Number: 5432, Protocol: TCP}},
 			Endpoints: []Endpoint{{Hostname: "db-0", Addr: ip("10.1.0.5")}, {Hostname: "db-1", Addr: ip("10.1.0.6")}, {Addr: ip("10.1.0.7")}}},
 		{Host: "ext.bookinfo.svc.cluster.local", Registry: Kubernetes, Target: "example.org."},
 		{Host: "api.example.com", Registry: External, Addrs: []netip.Addr{ip("240.240.0.1")}},
