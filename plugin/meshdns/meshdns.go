@@ -5,6 +5,7 @@ package meshdns
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/fall"
@@ -30,6 +31,7 @@ type MeshDNS struct {
 	sources  []*sink
 	upstream *upstream.Upstream
 	counters counters
+	soas     map[string]*soaCache // by apex, made by setSOAs
 }
 
 // Name implements plugin.Handler.
@@ -51,8 +53,10 @@ const maxChain = 8
 // ServeDNS implements plugin.Handler.
 func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	state := request.Request{W: w, Req: r}
-	qname, qtype := state.Name(), state.QType()
-	zone := plugin.Zones(m.Zones).Matches(qname)
+	// The question as sent, lower-cased: names with escapes match nothing
+	// in the table, so the costlier state.Name() buys nothing here.
+	qname, qtype := strings.ToLower(r.Question[0].Name), state.QType()
+	zone := matchZone(m.Zones, qname)
 
 	if qtype == dns.TypePTR {
 		if addr, ok := table.ParseReverse(qname); ok {
@@ -95,20 +99,24 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	}
 
 	// Unknown names, and empty non-terminals which exist but own no records.
-	if plugin.Zones(m.Authoritative).Matches(qname) == "" && m.Fall.Through(qname) {
+	if matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != "" {
 		m.counters.inc(ctx, resultFallthrough)
 		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
 	}
 	if match.Kind == table.Empty {
-		return m.write(ctx, w, r, resultNoData, nil, m.soa(qname, zone, asked))
+		return m.write(ctx, w, r, resultNoData, nil, m.soa(qname, zone))
 	}
-	return m.write(ctx, w, r, resultNXDomain, nil, m.soa(qname, zone, ""))
+	return m.write(ctx, w, r, resultNXDomain, nil, m.soa(qname, zone))
 }
 
 // reply writes answer, or NODATA with an SOA when there is nothing of qtype.
 func (m *MeshDNS) reply(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, answer []dns.RR, zone, owner string) (int, error) {
 	if len(answer) == 0 || (res == resultShortcut && len(answer) == 1 && r.Question[0].Qtype != dns.TypeCNAME) {
-		return m.write(ctx, w, r, resultNoData, answer, m.soa(dns.CanonicalName(owner), zone, owner))
+		owner = strings.ToLower(owner)
+		if z := matchZone(m.Zones, owner); z != "" {
+			zone = z
+		}
+		return m.write(ctx, w, r, resultNoData, answer, m.soa(owner, zone))
 	}
 	return m.write(ctx, w, r, res, answer, nil)
 }
@@ -145,6 +153,9 @@ func (m *MeshDNS) answer(ctx context.Context, state request.Request, name string
 	}
 	switch qtype {
 	case dns.TypeA, dns.TypeAAAA:
+		if len(answer) == 0 {
+			return addrs(name, rec.Addrs(qtype)) // often the shared records themselves
+		}
 		return append(answer, addrs(name, rec.Addrs(qtype))...)
 	case dns.TypeSRV:
 		if !rec.Wildcard() {
@@ -222,45 +233,25 @@ func ptrs(owner string, ttl uint32, names []string) []dns.RR {
 	return out
 }
 
+// matchZone returns the longest of zones that contains name, or "". Both are
+// lower case with a trailing dot. Unlike plugin.Zones.Matches it does not
+// allocate, which matters on every query.
+func matchZone(zones []string, name string) string {
+	best := ""
+	for _, z := range zones {
+		if len(z) > len(best) && inZone(z, name) {
+			best = z
+		}
+	}
+	return best
+}
+
+func inZone(zone, name string) bool {
+	return zone == "." || name == zone || (strings.HasSuffix(name, zone) && name[len(name)-len(zone)-1] == '.')
+}
+
 func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
-}
-
-// soa returns the SOA for a negative answer: the most specific authoritative
-// zone, else the cluster domain, else the plugin zone; for NODATA at the root
-// zone, the name itself (owner) rather than claiming the root.
-func (m *MeshDNS) soa(qname, zone, owner string) []dns.RR {
-	apex := plugin.Zones(m.Authoritative).Matches(qname)
-	switch {
-	case apex != "":
-	case dns.IsSubDomain(m.domain, qname):
-		apex = m.domain
-	case zone != "." || owner == "":
-		apex = zone
-	default:
-		apex = owner
-	}
-	mbox := "hostmaster." + apex
-	if apex == "." {
-		mbox = "hostmaster."
-	}
-	return []dns.RR{&dns.SOA{
-		Hdr:     hdr(apex, dns.TypeSOA, m.ttl),
-		Ns:      dnsNS(apex),
-		Mbox:    mbox,
-		Serial:  uint32(m.table.Updated().Unix()),
-		Refresh: 7200,
-		Retry:   1800,
-		Expire:  86400,
-		Minttl:  m.ttl,
-	}}
-}
-
-func dnsNS(apex string) string {
-	if apex == "." {
-		return "ns.dns."
-	}
-	return "ns.dns." + apex
 }
 
 // write sends the reply. Building it by hand rather than with SetReply saves
@@ -273,7 +264,9 @@ func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, r
 			Opcode:           r.Opcode,
 			Authoritative:    true,
 			RecursionDesired: r.RecursionDesired,
-			CheckingDisabled: r.CheckingDisabled,
+			// meshdns stands in for the node's resolver, with forward behind it.
+			RecursionAvailable: r.RecursionDesired,
+			CheckingDisabled:   r.CheckingDisabled,
 		},
 		Question: r.Question[:1],
 		Answer:   answer,

@@ -168,6 +168,7 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	for _, s := range sources {
 		m.addSource(s)
 	}
+	m.setSOAs()
 	return m, nil
 }
 

@@ -1,0 +1,53 @@
+# meshdns: a CoreDNS plugin for service-mesh names. See README.md.
+SHELL := /bin/bash
+GO    ?= go
+
+PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go') go.mod go.sum
+CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
+
+.PHONY: all build run test test-unit test-integration test-binaries bench-go fmt vet clean
+
+all: build
+
+## build: the custom CoreDNS with meshdns, at bin/coredns
+build: bin/coredns
+
+bin/coredns: $(PLUGIN_SRC)
+	$(GO) build -o $@ ./cmd/coredns
+
+## run: serve the sample mesh (docs/sample-mesh.json) on 127.0.0.1:1053
+run: bin/coredns
+	bin/coredns -conf Corefile.example
+
+## test: everything: unit, in-process wire tests (race detector), integration against a real API server
+test: vet test-unit test-integration
+
+vet:
+	@out=$$(gofmt -l cmd plugin test | grep -v '\.pb\.go$$' || true); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	cd test && $(GO) vet ./...
+
+test-unit: bin/coredns
+	$(GO) test -race -count=1 ./...
+
+test-integration: bin/coredns test-binaries
+	cd test && $(GO) test -count=1 -timeout 30m ./...
+
+## test-binaries: etcd and kube-apiserver for the integration tests, built from Go modules
+test-binaries: bin/etcd bin/kube-apiserver
+
+bin/etcd: $(CONTROLPLANE_SRC)
+	cd test/controlplane && $(GO) build -o ../../bin/etcd ./cmd/etcd
+
+bin/kube-apiserver: $(CONTROLPLANE_SRC)
+	cd test/controlplane && $(GO) build -o ../../bin/kube-apiserver ./cmd/kube-apiserver
+
+## bench-go: the Go benchmarks behind docs/benchmarks.md
+bench-go:
+	$(GO) test -run NONE -bench . -benchmem -count 1 ./plugin/...
+
+fmt:
+	gofmt -w cmd plugin test
+
+clean:
+	rm -rf bin
