@@ -190,18 +190,23 @@ func (t *Table) hdr(owner string, rrtype uint16) dns.RR_Header {
 // addrs returns the record's addresses in order.
 func (r *Record) addrs(yield func(netip.Addr) bool) {
 	for _, rr := range r.rrs {
-		var ip []byte
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip = rr.A.To4()
-		case *dns.AAAA:
-			ip = rr.AAAA
-		}
-		a, _ := netip.AddrFromSlice(ip)
-		if !yield(a) {
+		if !yield(rrAddr(rr)) {
 			return
 		}
 	}
+}
+
+// rrAddr is the address of one of our own A or AAAA records.
+func rrAddr(rr dns.RR) netip.Addr {
+	var ip []byte
+	switch rr := rr.(type) {
+	case *dns.A:
+		ip = rr.A.To4()
+	case *dns.AAAA:
+		ip = rr.AAAA
+	}
+	a, _ := netip.AddrFromSlice(ip)
+	return a
 }
 
 // matches reports whether r was built from an entry equal to e (normalized),

@@ -55,6 +55,7 @@ type batch[K comparable, V any] struct {
 	m       *shardMap[K, V]
 	dirty   []map[K]V // by shard; nil until touched
 	touched []uint32
+	hint    int // initial size of a shard made from nothing
 }
 
 func (m *shardMap[K, V]) begin() *batch[K, V] {
@@ -70,7 +71,7 @@ func (b *batch[K, V]) private(i uint32) map[K]V {
 		if p := b.m.shards[i].Load(); p != nil {
 			d = maps.Clone(*p)
 		} else {
-			d = map[K]V{}
+			d = make(map[K]V, b.hint)
 		}
 		b.dirty[i] = d
 		b.touched = append(b.touched, i)
@@ -111,4 +112,5 @@ func (b *batch[K, V]) commit() {
 		b.m.shards[i].Store(&d)
 	}
 	b.touched = b.touched[:0]
+	b.hint = 0
 }

@@ -6,7 +6,6 @@ package table
 
 import (
 	"fmt"
-	"iter"
 	"net/netip"
 	"slices"
 	"strings"
@@ -146,7 +145,7 @@ func (r *Result) reject(host string, err error) {
 func (t *Table) Apply(src SourceID, upserts []Entry, deletes []string) Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	w := t.begin()
+	w := t.begin(len(upserts))
 	for _, e := range upserts {
 		w.upsert(src, e)
 	}
@@ -164,7 +163,7 @@ func (t *Table) Replace(src SourceID, entries []Entry) Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.hostsOf(src)
-	w := t.begin()
+	w := t.begin(len(entries))
 	for _, e := range entries {
 		if h := w.upsert(src, e); h != "" {
 			delete(old, h)
@@ -218,13 +217,17 @@ type writer struct {
 	ptr   *batch[netip.Addr, []string]
 	ents  *batch[string, int32]
 	// entDelta collects reference count changes by parent name.
-	entDelta map[string]int32
-	res      Result
+	entDelta       map[string]int32
+	oldPTR, newPTR []ptrPair // scratch for reindexPTR
+	res            Result
 }
 
-func (t *Table) begin() *writer {
-	return &writer{t: t, names: t.names.begin(), wild: t.wild.begin(), ptr: t.ptr.begin(), ents: t.ents.begin(),
+func (t *Table) begin(size int) *writer {
+	w := &writer{t: t, names: t.names.begin(), wild: t.wild.begin(), ptr: t.ptr.begin(), ents: t.ents.begin(),
 		entDelta: map[string]int32{}}
+	// A bulk load fills empty shards: make them the right size at once.
+	w.names.hint, w.ptr.hint = size/shardCount, size/shardCount
+	return w
 }
 
 func (w *writer) commit() {
@@ -255,18 +258,22 @@ func (w *writer) served(host string) (*batch[string, *Record], string) {
 	return w.names, host
 }
 
-// find returns the source's record for host, and whether it is the one served.
-func (w *writer) find(src SourceID, host string) (*Record, bool) {
+// find returns the source's record for host (nil if none) and the record
+// served for host (nil if none); they are the same when the source wins.
+func (w *writer) find(src SourceID, host string) (cur, winner *Record) {
 	b, key := w.served(host)
-	if r, ok := b.get(key); ok && r.source == src {
-		return r, true
+	winner, _ = b.get(key)
+	if winner != nil && winner.source == src {
+		return winner, winner
 	}
-	for _, r := range w.t.shadow[host] {
-		if r.source == src {
-			return r, false
+	if len(w.t.shadow) > 0 {
+		for _, r := range w.t.shadow[host] {
+			if r.source == src {
+				return r, winner
+			}
 		}
 	}
-	return nil, false
+	return nil, winner
 }
 
 // upsert returns the normalized host, or "" if the entry was rejected.
@@ -286,7 +293,7 @@ func (w *writer) upsert(src SourceID, e Entry) string {
 		w.remove(src, e.Host)
 		return e.Host
 	}
-	cur, _ := w.find(src, e.Host)
+	cur, winner := w.find(src, e.Host)
 	if cur != nil && w.t.matches(cur, src, e) {
 		w.res.Unchanged++
 		return e.Host
@@ -297,15 +304,15 @@ func (w *writer) upsert(src SourceID, e Entry) string {
 	} else {
 		w.res.Changed++
 	}
-	w.put(w.t.build(src, e))
+	w.put(w.t.build(src, e), winner)
 	return e.Host
 }
 
-// put installs r, which replaces its source's previous record for the host.
-func (w *writer) put(r *Record) {
+// put installs r, which replaces its source's previous record for the host;
+// winner is the record served for the host until now.
+func (w *writer) put(r, winner *Record) {
 	host := r.Host()
 	b, key := w.served(host)
-	winner, _ := b.get(key)
 	switch {
 	case winner == nil || winner.source == r.source:
 		w.publish(b, key, winner, r)
@@ -320,13 +327,13 @@ func (w *writer) put(r *Record) {
 }
 
 func (w *writer) remove(src SourceID, host string) {
-	cur, served := w.find(src, host)
+	cur, winner := w.find(src, host)
 	if cur == nil {
 		return
 	}
 	w.res.Deleted++
 	w.t.sources[src].entries--
-	if !served {
+	if cur != winner {
 		w.dropShadow(host, src)
 		return
 	}
@@ -401,60 +408,55 @@ func (w *writer) refAncestors(host string, delta int32) {
 	}
 }
 
-// ptrNames lists the (address, owner) pairs a record answers PTR queries for:
-// endpoint names for a headless service, else the host.
-func ptrNames(r *Record) iter.Seq2[netip.Addr, string] {
-	return func(yield func(netip.Addr, string) bool) {
-		if r == nil || r.Wildcard() {
-			return
-		}
-		owners := []*Record{r}
-		if eps := r.Endpoints(); len(eps) > 0 {
-			owners = eps
-		}
-		for _, o := range owners {
-			for a := range o.addrs {
-				if !yield(a, o.owner) {
-					return
-				}
-			}
+// ptrPair is one address a record answers PTR queries for, and its name.
+type ptrPair struct {
+	addr  netip.Addr
+	owner string
+}
+
+// appendPTR appends r's PTR pairs: the endpoint names of a headless service,
+// else the host's addresses. Wildcards own no address.
+func appendPTR(pairs []ptrPair, r *Record) []ptrPair {
+	if r == nil || r.Wildcard() {
+		return pairs
+	}
+	owners := r.Endpoints()
+	if len(owners) == 0 {
+		owners = []*Record{r}
+	}
+	for _, o := range owners {
+		for _, rr := range o.rrs {
+			pairs = append(pairs, ptrPair{rrAddr(rr), o.owner})
 		}
 	}
+	return pairs
 }
 
 func (w *writer) reindexPTR(prev, next *Record) {
-	type pair struct {
-		a     netip.Addr
-		owner string
-	}
-	var old map[pair]bool
-	if prev != nil {
-		old = map[pair]bool{}
-		for a, o := range ptrNames(prev) {
-			old[pair{a, o}] = true
-		}
-	}
-	for a, o := range ptrNames(next) {
-		if old[pair{a, o}] {
-			delete(old, pair{a, o})
+	old := appendPTR(w.oldPTR[:0], prev)
+	w.newPTR = appendPTR(w.newPTR[:0], next)
+	for _, p := range w.newPTR {
+		if i := slices.Index(old, p); i >= 0 {
+			old = slices.Delete(old, i, i+1)
 			continue
 		}
-		owners, _ := w.ptr.get(a)
-		i, found := slices.BinarySearch(owners, o)
+		owners, _ := w.ptr.get(p.addr)
+		i, found := slices.BinarySearch(owners, p.owner)
 		if !found {
-			w.ptr.set(a, slices.Insert(slices.Clip(owners), i, o))
+			w.ptr.set(p.addr, slices.Insert(slices.Clip(owners), i, p.owner))
 		}
 	}
-	for p := range old {
-		owners, _ := w.ptr.get(p.a)
+	for _, p := range old {
+		owners, _ := w.ptr.get(p.addr)
 		if i, found := slices.BinarySearch(owners, p.owner); found {
 			if len(owners) == 1 {
-				w.ptr.del(p.a)
+				w.ptr.del(p.addr)
 				continue
 			}
-			w.ptr.set(p.a, slices.Delete(slices.Clone(owners), i, i+1))
+			w.ptr.set(p.addr, slices.Delete(slices.Clone(owners), i, i+1))
 		}
 	}
+	w.oldPTR = old
 }
 
 // shortNameLen returns len("<name>.<ns>") when host is
