@@ -40,8 +40,10 @@ func benchMeshDNS(b *testing.B) plugin.Handler {
 	s := m.sources[0]
 	var entries []table.Entry
 	for i := range benchServices {
-		entries = append(entries, table.Entry{Host: benchHost(i), Registry: table.Kubernetes, Addrs: []netip.Addr{benchAddr(i)}})
+		entries = append(entries, table.Entry{Host: benchHost(i), Registry: table.Kubernetes, Addrs: []netip.Addr{benchAddr(i)},
+			Ports: []table.Port{{Name: "http", Number: 80, Protocol: table.TCP}}})
 	}
+	entries = append(entries, table.Entry{Host: "*.wild.example.com", Addrs: []netip.Addr{netip.MustParseAddr("240.240.0.1")}})
 	s.Replace(entries)
 	s.Synced()
 	return m
@@ -78,14 +80,24 @@ func BenchmarkServeDNS(b *testing.B) {
 		name  string
 		qname string
 		qtype uint16
+		hosts bool // the hosts plugin answers this kind too
 	}{
-		{"A_hit", "svc-51234.ns-512.svc.cluster.local.", dns.TypeA},
-		{"AAAA_nodata", "svc-51234.ns-512.svc.cluster.local.", dns.TypeAAAA},
-		{"A_external_miss", "www.example.org.", dns.TypeA},
+		{"A_hit", "svc-51234.ns-512.svc.cluster.local.", dns.TypeA, true},
+		{"AAAA_nodata", "svc-51234.ns-512.svc.cluster.local.", dns.TypeAAAA, true},
+		{"A_external_miss", "www.example.org.", dns.TypeA, true},
+		{"PTR_hit", "34.200.96.10.in-addr.arpa.", dns.TypePTR, true},
+		{"A_short_name", "svc-51234.ns-512.", dns.TypeA, false},
+		{"A_shortcut", "svc-51234.ns-512.default.svc.cluster.local.", dns.TypeA, false},
+		{"A_wildcard", "a.wild.example.com.", dns.TypeA, false},
+		{"SRV_hit", "_http._tcp.svc-51234.ns-512.svc.cluster.local.", dns.TypeSRV, false},
+		{"A_ndots_miss", "www.example.org.default.svc.cluster.local.", dns.TypeA, false},
 	}
 	for _, peer := range []string{"hosts", "meshdns"} {
 		h := peers[peer](b)
 		for _, q := range queries {
+			if peer == "hosts" && !q.hosts {
+				continue
+			}
 			b.Run(peer+"/"+q.name, func(b *testing.B) {
 				r := new(dns.Msg)
 				r.SetQuestion(q.qname, q.qtype)

@@ -91,7 +91,8 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 			target = asked[:match.Cut]
 		}
 		cname := &dns.CNAME{Hdr: hdr(asked, dns.TypeCNAME, m.ttl), Target: target}
-		answer := []dns.RR{cname}
+		answer := make([]dns.RR, 1, 4)
+		answer[0] = cname
 		if qtype != dns.TypeCNAME {
 			answer = m.answer(ctx, state, target, qtype, match, answer)
 		}

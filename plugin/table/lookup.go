@@ -138,15 +138,21 @@ func (t *Table) short(name string) *Record {
 
 // wildcard finds the most specific "*.suffix" host that covers name.
 func (t *Table) wildcard(name string) *Record {
-	if !t.hasWild.Load() {
+	maxLabels := int(t.wildMaxLabels.Load())
+	if maxLabels == 0 {
 		return nil
 	}
+	// Only suffixes as deep as some wildcard's are worth a map read.
+	labels := strings.Count(name, ".") + 1
 	for {
 		i := strings.IndexByte(name, '.')
 		if i < 0 {
 			return nil
 		}
-		name = name[i+1:]
+		name, labels = name[i+1:], labels-1
+		if labels > maxLabels {
+			continue
+		}
 		if r, ok := t.wild.get(name); ok {
 			return r
 		}

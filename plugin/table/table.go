@@ -42,9 +42,11 @@ type Table struct {
 	ptr   *shardMap[netip.Addr, []string] // address -> owner names
 	ents  *shardMap[string, int32]        // empty non-terminals -> reference count
 
-	hasWild     atomic.Bool
-	hasEndpoint atomic.Int64 // records with endpoint names
-	updated     atomic.Int64 // unix seconds of the last change, for the SOA serial
+	// wildMaxLabels is the most labels of any wildcard suffix ever added (0:
+	// none), so a lookup skips suffixes too deep to match.
+	wildMaxLabels atomic.Int32
+	hasEndpoint   atomic.Int64 // records with endpoint names
+	updated       atomic.Int64 // unix seconds of the last change, for the SOA serial
 
 	mu      sync.Mutex // serializes writers
 	sources []sourceState
@@ -381,8 +383,8 @@ func (w *writer) publish(b *batch[string, *Record], key string, prev, next *Reco
 		if len(next.Endpoints()) > 0 {
 			w.t.hasEndpoint.Add(1)
 		}
-		if next.Wildcard() {
-			w.t.hasWild.Store(true)
+		if n := int32(strings.Count(key, ".") + 1); next.Wildcard() && n > w.t.wildMaxLabels.Load() {
+			w.t.wildMaxLabels.Store(n)
 		}
 	}
 	switch {
