@@ -112,14 +112,20 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 
 // reply writes answer, or NODATA with an SOA when there is nothing of qtype.
 func (m *MeshDNS) reply(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, answer []dns.RR, zone, owner string) (int, error) {
-	if len(answer) == 0 || (res == resultShortcut && len(answer) == 1 && r.Question[0].Qtype != dns.TypeCNAME) {
-		owner = strings.ToLower(owner)
-		if z := matchZone(m.Zones, owner); z != "" {
-			zone = z
-		}
-		return m.write(ctx, w, r, resultNoData, answer, m.soa(owner, zone))
+	// A chain of CNAMEs that ends without the asked type is NODATA too; its
+	// SOA is that of the last name in the chain.
+	last := len(answer) - 1
+	if last >= 0 && (answer[last].Header().Rrtype != dns.TypeCNAME || r.Question[0].Qtype == dns.TypeCNAME) {
+		return m.write(ctx, w, r, res, answer, nil)
 	}
-	return m.write(ctx, w, r, res, answer, nil)
+	if last >= 0 {
+		owner = answer[last].(*dns.CNAME).Target
+	}
+	owner = strings.ToLower(owner)
+	if z := matchZone(m.Zones, owner); z != "" {
+		zone = z
+	}
+	return m.write(ctx, w, r, resultNoData, answer, m.soa(owner, zone))
 }
 
 // answer appends to answer what name (the matched record's name, in the case

@@ -80,10 +80,30 @@ func (t *Table) Lookup(qname string) Match {
 			return Match{Kind: Shortcut, Record: r, Cut: len(head) + 1}
 		}
 	}
-	if _, ok := t.ents.get(name); ok {
+	if _, ok := t.ents.get(name); ok || t.shortParent(name) {
 		return Match{Kind: Empty}
 	}
 	return Match{}
+}
+
+// shortParent reports whether name is "<ns>" or "<ns>.svc", the parent of
+// short names "<name>.<ns>" and "<name>.<ns>.svc": an empty non-terminal.
+func (t *Table) shortParent(name string) bool {
+	var buf [256]byte
+	key := append(buf[:0], name...)
+	switch {
+	case strings.IndexByte(name, '.') < 0:
+		key = append(key, t.kubeSuffix...)
+	case strings.Count(name, ".") == 1 && strings.HasSuffix(name, ".svc"):
+		key = append(append(key, '.'), t.cfg.Domain...)
+	default:
+		return false
+	}
+	if len(key) > len(buf) {
+		return false
+	}
+	_, ok := t.ents.get(unsafe.String(&key[0], len(key)))
+	return ok
 }
 
 // exact finds a host, a short name of a Kubernetes host, or an endpoint name.

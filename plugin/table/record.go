@@ -98,15 +98,21 @@ func (r *Record) Entry() Entry {
 
 // nameCount is the number of DNS names the record serves: the host, its short
 // names, and its endpoint names.
-func (r *Record) nameCount(bare bool) int {
+func (r *Record) nameCount(namespace string) int {
 	n := 1 + len(r.Endpoints())
 	if r.shortName > 0 {
 		n += 2
-		if bare {
-			n++
+		if r.namespace() == namespace {
+			n++ // the bare name
 		}
 	}
 	return n
+}
+
+// namespace is the <ns> of a host with short names "<name>.<ns>.svc...".
+func (r *Record) namespace() string {
+	short := r.owner[:r.shortName]
+	return short[strings.IndexByte(short, '.')+1:]
 }
 
 func (t *Table) build(src SourceID, e Entry) *Record {

@@ -371,15 +371,15 @@ func (w *writer) publish(b *batch[string, *Record], key string, prev, next *Reco
 		b.set(key, next)
 	}
 	w.reindexPTR(prev, next)
-	bare := w.t.cfg.Namespace != ""
+	ns := w.t.cfg.Namespace
 	if prev != nil {
-		w.t.sources[prev.source].names -= prev.nameCount(bare)
+		w.t.sources[prev.source].names -= prev.nameCount(ns)
 		if len(prev.Endpoints()) > 0 {
 			w.t.hasEndpoint.Add(-1)
 		}
 	}
 	if next != nil {
-		w.t.sources[next.source].names += next.nameCount(bare)
+		w.t.sources[next.source].names += next.nameCount(ns)
 		if len(next.Endpoints()) > 0 {
 			w.t.hasEndpoint.Add(1)
 		}

@@ -81,6 +81,11 @@ func TestLookup(t *testing.T) {
 		{"bookinfo", "reviews.corp.example.", Shortcut, "reviews.bookinfo.svc.cluster.local.", len("reviews.")},
 		{"", "bookinfo.svc.cluster.local.", Empty, "", 0},
 		{"", "svc.cluster.local.", Empty, "", 0},
+		// Parents of short names are empty non-terminals too.
+		{"", "bookinfo.", Empty, "", 0},
+		{"", "bookinfo.svc.", Empty, "", 0},
+		{"", "nope.", Miss, "", 0},
+		{"", "nope.svc.", Miss, "", 0},
 		{"", "nope.bookinfo.svc.cluster.local.", Miss, "", 0},
 		{"", "www.google.com.", Miss, "", 0},
 		{"", "www.google.com.default.svc.cluster.local.", Miss, "", 0},
@@ -395,4 +400,13 @@ func genEntries(n int) []Entry {
 		}
 	}
 	return out
+}
+
+func TestNameCount(t *testing.T) {
+	tb, src := testTable(t, "bookinfo")
+	// reviews, dual, ext: host + 2 short + bare = 4 each; db (namespace data):
+	// host + 2 short + 3 endpoint names = 6; se, api, exact: 1; two wildcards: 1.
+	if got := tb.Stats()[src].Names; got != 3*4+6+3+2 {
+		t.Fatalf("names = %d", got)
+	}
 }
