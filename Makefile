@@ -5,7 +5,7 @@ GO    ?= go
 PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go') go.mod go.sum
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 
-.PHONY: all build run test test-unit test-integration test-binaries bench-go fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-binaries bench-go fmt vet clean
 
 all: build
 
@@ -18,6 +18,10 @@ bin/coredns: $(PLUGIN_SRC)
 ## run: serve the sample mesh (docs/sample-mesh.json) on 127.0.0.1:1053
 run: bin/coredns
 	bin/coredns -conf Corefile.example
+
+## demo: local etcd + kube-apiserver, a sample mesh, bin/coredns with a kubernetes source on 127.0.0.1:1053; Ctrl-C tears it down
+demo: bin/coredns test-binaries
+	cd test && $(GO) run ./demo
 
 ## test: everything: unit, in-process wire tests (race detector), integration against a real API server
 test: vet test-unit test-integration

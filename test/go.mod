@@ -3,6 +3,7 @@ module github.com/meshdns/meshdns/test
 go 1.26.0
 
 require (
+	github.com/miekg/dns v1.1.73
 	istio.io/api v1.31.1
 	istio.io/client-go v1.31.1
 	k8s.io/api v0.37.1

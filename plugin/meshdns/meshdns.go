@@ -52,6 +52,9 @@ const maxChain = 8
 
 // ServeDNS implements plugin.Handler.
 func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	if len(r.Question) == 0 { // the server refuses these; a test or another plugin may not
+		return dns.RcodeFormatError, nil
+	}
 	state := request.Request{W: w, Req: r}
 	// The question as sent, lower-cased: names with escapes match nothing
 	// in the table, so the costlier state.Name() buys nothing here.

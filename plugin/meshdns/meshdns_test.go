@@ -407,7 +407,7 @@ var suites = []suite{
 
 // newMesh builds the plugin from a Corefile block as setup does, loads its
 // sources, and puts next behind it.
-func newMesh(t *testing.T, block string, next test.Handler) *MeshDNS {
+func newMesh(t testing.TB, block string, next test.Handler) *MeshDNS {
 	t.Helper()
 	c := caddy.NewTestController("dns", block)
 	c.ServerBlockKeys = []string{"."}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/source/file"
+	"github.com/meshdns/meshdns/plugin/source/kubernetes"
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
@@ -117,6 +118,12 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 					return nil, c.Errf("file: %v", err)
 				}
 				sources = append(sources, s)
+			case "kubernetes":
+				ks, err := kubernetes.Parse(c, c.RemainingArgs())
+				if err != nil {
+					return nil, err
+				}
+				sources = append(sources, ks)
 			case "domain":
 				args := c.RemainingArgs()
 				if len(args) != 1 || !validDomain(args[0]) {
@@ -157,7 +164,7 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 		}
 	}
 	if len(sources) == 0 {
-		return nil, c.Err("no source configured: add 'file PATH'")
+		return nil, c.Err("no source configured: add 'file PATH' or 'kubernetes [KUBECONFIG]'")
 	}
 	if !o.searchSet {
 		o.search = defaultSearch(o.domain, o.namespace)
@@ -165,7 +172,15 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	m.table = table.New(table.Config{Domain: o.domain, Namespace: o.namespace, Search: o.search, TTL: o.ttl})
 	m.domain = dns.Fqdn(o.domain)
 	m.ttl = o.ttl
+	seen := map[string]bool{}
 	for _, s := range sources {
+		if seen[s.Name()] {
+			return nil, c.Errf("two sources named %q: give each kubernetes source its own 'cluster NAME', each file its own path", s.Name())
+		}
+		seen[s.Name()] = true
+		if ks, ok := s.(*kubernetes.Source); ok {
+			ks.Domain, ks.Namespace = o.domain, o.namespace
+		}
 		m.addSource(s)
 	}
 	m.setSOAs()

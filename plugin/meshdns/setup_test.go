@@ -73,7 +73,7 @@ func TestParse(t *testing.T) {
 		}, ""},
 		{"every option", `meshdns cluster.local example.com {
 			file ` + f + ` reload 10s
-			file ` + f + ` reload 0
+			file testdata/mesh.json reload 0
 			domain Corp.Local.
 			namespace BookInfo
 			search a.example b.example
@@ -127,6 +127,7 @@ func TestParse(t *testing.T) {
 		{"namespace two", "meshdns {\nfile " + f + "\nnamespace a b\n}", nil, "namespace: want one namespace name"},
 		{"namespace dotted", "meshdns {\nfile " + f + "\nnamespace a.b\n}", nil, "namespace: want one namespace name"},
 		{"search bad", "meshdns {\nfile " + f + "\nsearch ok.example bad..example\n}", nil, `search: invalid domain "bad..example"`},
+		{"same file twice", "meshdns {\nfile " + f + "\nfile " + f + "\n}", nil, "two sources named"},
 		{"twice", "meshdns {\nfile " + f + "\n}\nmeshdns {\nfile " + f + "\n}", nil, "this plugin"},
 	}
 	for _, tc := range tests {

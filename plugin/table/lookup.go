@@ -224,13 +224,14 @@ func ParseReverse(name string) (netip.Addr, bool) {
 	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa"); ok {
 		var ip [4]byte
 		for i := 3; i >= 0; i-- {
+			// Exactly four labels: a dot after each but the last.
 			label := rest
-			if j := strings.IndexByte(rest, '.'); j >= 0 {
-				label, rest = rest[:j], rest[j+1:]
-			} else if i != 0 {
+			j := strings.IndexByte(rest, '.')
+			if (j >= 0) != (i > 0) {
 				return netip.Addr{}, false
-			} else {
-				rest = ""
+			}
+			if j >= 0 {
+				label, rest = rest[:j], rest[j+1:]
 			}
 			if len(label) == 0 || len(label) > 3 || (len(label) > 1 && label[0] == '0') {
 				return netip.Addr{}, false
@@ -247,7 +248,7 @@ func ParseReverse(name string) (netip.Addr, bool) {
 			}
 			ip[i] = byte(n)
 		}
-		return netip.AddrFrom4(ip), rest == ""
+		return netip.AddrFrom4(ip), true
 	}
 	if rest, ok := strings.CutSuffix(name, ".ip6.arpa"); ok {
 		// 32 nibbles, each a single hex digit followed by a dot (but the last).

@@ -192,6 +192,8 @@ func TestParseReverse(t *testing.T) {
 		{"255.255.255.255.in-addr.arpa", "255.255.255.255"},
 		{"1.0.0.in-addr.arpa.", ""},
 		{"1.0.0.0.127.in-addr.arpa.", ""},
+		{"0.0.0.0..in-addr.arpa", ""},
+		{".0.0.0.in-addr.arpa", ""},
 		{"256.0.0.127.in-addr.arpa.", ""},
 		{"01.0.0.127.in-addr.arpa.", ""},
 		{"a.0.0.127.in-addr.arpa.", ""},

@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -58,7 +57,7 @@ type ControlPlane struct {
 	Client     kubernetes.Interface
 	Istio      istioclient.Interface
 
-	t             testing.TB
+	t             TB
 	dir           string
 	token         string
 	apiserverURL  string
@@ -71,7 +70,7 @@ type ControlPlane struct {
 // Start starts etcd and kube-apiserver, installs the Istio CRDs, creates the
 // istio-system namespace and returns once all of it is usable. Everything is
 // torn down when the test ends.
-func Start(t testing.TB) *ControlPlane {
+func Start(t TB) *ControlPlane {
 	t.Helper()
 	binDir := binaryDir(t)
 	etcdBin := requireBinary(t, binDir, "etcd")
@@ -182,7 +181,7 @@ func (cp *ControlPlane) Stop() {
 // CreateToken returns a token for the service account, bound to audience
 // (the API server's default audience if empty), from the TokenRequest API.
 // The namespace and service account are created if missing.
-func (cp *ControlPlane) CreateToken(t testing.TB, namespace, serviceAccount, audience string) string {
+func (cp *ControlPlane) CreateToken(t TB, namespace, serviceAccount, audience string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -297,7 +296,7 @@ func waitReady(p *process, url, token string) error {
 }
 
 // binaryDir is $MESHDNS_BIN_DIR, or else bin/ at the repository root.
-func binaryDir(t testing.TB) string {
+func binaryDir(t TB) string {
 	t.Helper()
 	if dir := os.Getenv("MESHDNS_BIN_DIR"); dir != "" {
 		return dir
@@ -311,7 +310,7 @@ func binaryDir(t testing.TB) string {
 
 // requireBinary fails, never skips, when a binary is missing: in CI a
 // missing binary is a broken build, not a reason to test less.
-func requireBinary(t testing.TB, dir, name string) string {
+func requireBinary(t TB, dir, name string) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if _, err := os.Stat(path); err != nil {

@@ -189,3 +189,25 @@ func TestStartFailsOnBadFile(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// FuzzParse: any input is parsed or refused without a panic, and what parses
+// survives Marshal and Parse unchanged.
+func FuzzParse(f *testing.F) {
+	good, _ := os.ReadFile("testdata/good.json")
+	f.Add(good)
+	f.Add([]byte(`{"table": {"a.example.com": {"ips": ["1.1.1.1"]}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		entries, err := Parse(data)
+		if err != nil {
+			return
+		}
+		out, err := Marshal(entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(out)
+		if err != nil || len(again) != len(entries) {
+			t.Fatalf("round trip: %v, %d entries, want %d\n%s", err, len(again), len(entries), out)
+		}
+	})
+}

@@ -1,0 +1,165 @@
+package kubernetes
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+
+	apinetworking "istio.io/api/networking/v1alpha3"
+
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+// visible reports whether an object of namespace ns exported to exportTo
+// (Istio's syntax: "*", ".", "~" or namespace names; empty means everywhere)
+// can be seen from namespace client. With no client namespace the whole mesh
+// is served.
+func visible(exportTo []string, ns, client string) bool {
+	if client == "" || len(exportTo) == 0 {
+		return true
+	}
+	for _, e := range exportTo {
+		switch e {
+		case "*":
+			return true
+		case ".":
+			if ns == client {
+				return true
+			}
+		default:
+			if e == client {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serviceToEntry builds the entry of a Service. A headless Service answers
+// with its endpoints (the ready ones, or all with publishNotReadyAddresses),
+// each also under its own name.
+func serviceToEntry(s *service, eps []*endpointSlice) table.Entry {
+	e := table.Entry{Host: s.host, Registry: table.Kubernetes, Addrs: s.addrs, Ports: s.ports, Target: s.target}
+	if !s.headless {
+		return e
+	}
+	e.Addrs = nil
+	for _, sl := range eps {
+		for _, ep := range sl.endpoints {
+			if ep.ready || s.notReady {
+				e.Endpoints = append(e.Endpoints, table.Endpoint{Hostname: ep.hostname, Addr: ep.addr})
+				e.Addrs = append(e.Addrs, ep.addr)
+			}
+		}
+	}
+	// Several slices may carry the same endpoint while they are updated.
+	slices.SortFunc(e.Endpoints, func(a, b table.Endpoint) int {
+		return cmp.Or(strings.Compare(a.Hostname, b.Hostname), a.Addr.Compare(b.Addr))
+	})
+	e.Endpoints = slices.Compact(e.Endpoints)
+	e.Addrs = sortAddrs(e.Addrs)
+	return e
+}
+
+// pickNamespace keeps the ServiceEntries of one namespace for a host: the
+// client's own if it has one, else that of the oldest entry, as istiod picks
+// one namespace per host for a proxy. The others lose.
+func pickNamespace(ses []*serviceEntry, client string) (win, lose []*serviceEntry) {
+	slices.SortFunc(ses, olderFirst)
+	ns := ses[0].ns
+	for _, se := range ses {
+		if se.ns == client {
+			ns = client
+		}
+	}
+	for _, se := range ses {
+		if se.ns == ns {
+			win = append(win, se)
+		} else {
+			lose = append(lose, se)
+		}
+	}
+	return win, lose
+}
+
+func olderFirst(a, b *serviceEntry) int {
+	return cmp.Or(a.created.Compare(b.created), strings.Compare(a.ns, b.ns), strings.Compare(a.name, b.name))
+}
+
+// externalEntry merges the ServiceEntries of one namespace that have host.
+// wes are the WorkloadEntries of that namespace; alloc the addresses meshdns
+// allocated itself.
+func externalEntry(host string, ses []*serviceEntry, wes []*workloadEntry, alloc map[allocKey][]netip.Addr) table.Entry {
+	e := table.Entry{Host: host, Registry: table.External}
+	for _, se := range ses {
+		e.Addrs = append(e.Addrs, entryAddrs(se, host, wes, alloc[allocKey{se.key(), host}])...)
+		e.Ports = append(e.Ports, se.ports...)
+	}
+	e.Addrs = sortAddrs(e.Addrs)
+	sortPorts(e.Ports)
+	e.Ports = slices.Compact(e.Ports)
+	return e
+}
+
+// entryAddrs are the addresses one ServiceEntry gives host, in istiod's order
+// of preference: spec.addresses, then status.addresses (istiod's allocation),
+// then meshdns's own allocation, then for NONE and STATIC the endpoint IPs.
+func entryAddrs(se *serviceEntry, host string, wes []*workloadEntry, allocated []netip.Addr) []netip.Addr {
+	if se.specAddrs {
+		return se.addrs
+	}
+	if a := statusAddrs(se, host); len(a) > 0 {
+		return a
+	}
+	if len(allocated) > 0 {
+		return allocated
+	}
+	if se.resolution != apinetworking.ServiceEntry_NONE && se.resolution != apinetworking.ServiceEntry_STATIC {
+		return nil
+	}
+	if se.selector == nil {
+		return se.endpoints
+	}
+	var out []netip.Addr
+	for _, we := range wes {
+		if we.addr.IsValid() && matches(se.selector, we.labels) {
+			out = append(out, we.addr)
+		}
+	}
+	return out
+}
+
+func statusAddrs(se *serviceEntry, host string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range se.status {
+		if s.host == host || s.host == "" {
+			out = append(out, s.addr)
+		}
+	}
+	return out
+}
+
+func matches(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if l, ok := labels[k]; !ok || l != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sortAddrs sorts and de-duplicates in a new slice: the input may be shared.
+func sortAddrs(in []netip.Addr) []netip.Addr {
+	if len(in) == 0 {
+		return nil
+	}
+	out := slices.Clone(in)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+func equalEntry(a, b table.Entry) bool {
+	return a.Host == b.Host && a.Registry == b.Registry && a.Target == b.Target &&
+		slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.Ports, b.Ports) && slices.Equal(a.Endpoints, b.Endpoints)
+}

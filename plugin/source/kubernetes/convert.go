@@ -1,0 +1,281 @@
+package kubernetes
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	apinetworking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+// exportToAnnotation is Istio's visibility annotation on Services.
+const exportToAnnotation = "networking.istio.io/exportTo"
+
+// autoAllocateLabel opts a ServiceEntry out of address allocation, as in istiod.
+const autoAllocateLabel = "networking.istio.io/enable-autoallocate-ip"
+
+// service is what the table needs from a Service.
+type service struct {
+	ns, name, host string
+	exportTo       []string
+	addrs          []netip.Addr // ClusterIPs
+	headless       bool
+	notReady       bool // publishNotReadyAddresses
+	target         string
+	ports          []table.Port
+}
+
+// endpoint is one address of an EndpointSlice.
+type endpoint struct {
+	hostname string
+	addr     netip.Addr
+	ready    bool
+}
+
+// endpointSlice is what the table needs from an EndpointSlice.
+type endpointSlice struct {
+	service   string // "ns/name" of the Service it belongs to
+	endpoints []endpoint
+}
+
+// serviceEntry is what the table needs from a ServiceEntry.
+type serviceEntry struct {
+	ns, name   string
+	created    time.Time
+	hosts      []string // qualified and lower-cased
+	exportTo   []string
+	specAddrs  bool         // spec.addresses is set: nothing else gives addresses
+	addrs      []netip.Addr // spec.addresses that are single addresses
+	status     []hostAddr   // status.addresses
+	resolution apinetworking.ServiceEntry_Resolution
+	endpoints  []netip.Addr      // spec.endpoints that are IPs
+	selector   map[string]string // workloadSelector; nil when unset
+	ports      []table.Port
+	noAlloc    bool // opted out of address allocation
+}
+
+type hostAddr struct {
+	host string // "" for every host of the entry
+	addr netip.Addr
+}
+
+// workloadEntry is what the table needs from a WorkloadEntry.
+type workloadEntry struct {
+	ns     string
+	labels map[string]string
+	addr   netip.Addr // invalid when the address is not an IP
+}
+
+func (se *serviceEntry) key() string { return se.ns + "/" + se.name }
+
+// serviceHost is the host of a Service, as istiod names it.
+func serviceHost(name, ns, domain string) string {
+	return name + "." + ns + ".svc." + domain
+}
+
+// convertService checks a Service and keeps what the table needs.
+func convertService(s *corev1.Service, domain string) (*service, error) {
+	out := &service{
+		ns: s.Namespace, name: s.Name, host: serviceHost(s.Name, s.Namespace, domain),
+		exportTo: splitList(s.Annotations[exportToAnnotation]),
+		notReady: s.Spec.PublishNotReadyAddresses,
+	}
+	if s.Spec.Type == corev1.ServiceTypeExternalName {
+		out.target = s.Spec.ExternalName
+	} else {
+		ips := s.Spec.ClusterIPs
+		if len(ips) == 0 && s.Spec.ClusterIP != "" {
+			ips = []string{s.Spec.ClusterIP}
+		}
+		for _, ip := range ips {
+			if ip == corev1.ClusterIPNone {
+				out.headless = true
+				continue
+			}
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				return nil, fmt.Errorf("%w: cluster IP %q", table.ErrAddress, ip)
+			}
+			out.addrs = append(out.addrs, a)
+		}
+	}
+	for _, p := range s.Spec.Ports {
+		proto := table.TCP
+		if p.Protocol != "" {
+			var err error
+			if proto, err = table.ParseProtocol(string(p.Protocol)); err != nil {
+				return nil, fmt.Errorf("%w: port %q: %v", table.ErrPort, p.Name, err)
+			}
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			return nil, fmt.Errorf("%w: port %q: number %d", table.ErrPort, p.Name, p.Port)
+		}
+		out.ports = append(out.ports, table.Port{Name: strings.ToLower(p.Name), Number: uint16(p.Port), Protocol: proto})
+	}
+	sortPorts(out.ports)
+	// The table checks the rest (host length, labels, target) the same way.
+	_, err := table.Normalize(table.Entry{Host: out.host, Registry: table.Kubernetes, Addrs: out.addrs, Ports: out.ports, Target: out.target})
+	return out, err
+}
+
+// convertEndpointSlice keeps the addresses of a slice that belongs to a
+// Service. Slices of FQDN type, or without a service label, give nothing.
+func convertEndpointSlice(s *discoveryv1.EndpointSlice) (*endpointSlice, error) {
+	svc := s.Labels[discoveryv1.LabelServiceName]
+	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
+		return nil, nil
+	}
+	out := &endpointSlice{service: s.Namespace + "/" + svc}
+	for _, ep := range s.Endpoints {
+		// A nil ready condition means ready (discovery/v1 API docs).
+		ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+		hostname := ""
+		if ep.Hostname != nil {
+			hostname = strings.ToLower(*ep.Hostname)
+		}
+		for _, ip := range ep.Addresses {
+			a, err := netip.ParseAddr(ip)
+			if err != nil || !a.IsValid() || a.IsUnspecified() {
+				return nil, fmt.Errorf("%w: endpoint address %q", table.ErrEndpoint, ip)
+			}
+			out.endpoints = append(out.endpoints, endpoint{hostname: hostname, addr: a.Unmap(), ready: ready})
+		}
+		if hostname != "" && len(validation.IsDNS1123Label(hostname)) > 0 {
+			return nil, fmt.Errorf("%w: endpoint hostname %q", table.ErrEndpoint, hostname)
+		}
+	}
+	return out, nil
+}
+
+// convertServiceEntry checks a ServiceEntry and keeps what the table needs.
+// Short hosts are qualified as istiod does: <host>.<namespace>.svc.<domain>.
+func convertServiceEntry(se *networkingv1.ServiceEntry, domain string) (*serviceEntry, error) {
+	spec := &se.Spec
+	out := &serviceEntry{
+		ns: se.Namespace, name: se.Name, created: se.CreationTimestamp.Time,
+		exportTo:   spec.ExportTo,
+		specAddrs:  len(spec.Addresses) > 0,
+		resolution: spec.Resolution,
+		noAlloc:    se.Labels[autoAllocateLabel] == "false",
+	}
+	if len(spec.Hosts) == 0 {
+		return nil, fmt.Errorf("%w: no hosts", table.ErrHost)
+	}
+	for _, h := range spec.Hosts {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		if h == "*" {
+			return nil, fmt.Errorf("%w: bare wildcard host", table.ErrHost)
+		}
+		if !strings.Contains(h, ".") {
+			h = serviceHost(h, se.Namespace, domain)
+		}
+		out.hosts = append(out.hosts, h)
+	}
+	slices.Sort(out.hosts)
+	out.hosts = slices.Compact(out.hosts)
+	for _, s := range spec.Addresses {
+		a, ok, err := parseAddrOrCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: address %q", table.ErrAddress, s)
+		}
+		// A CIDR is not an address to answer with; istiod skips it too.
+		if ok {
+			out.addrs = append(out.addrs, a)
+		}
+	}
+	for _, s := range se.Status.Addresses {
+		if a, err := netip.ParseAddr(s.GetValue()); err == nil {
+			out.status = append(out.status, hostAddr{host: strings.ToLower(s.GetHost()), addr: a.Unmap()})
+		}
+	}
+	for _, ep := range spec.Endpoints {
+		// DNS names and unix sockets are not addresses to answer with.
+		if a, err := netip.ParseAddr(ep.GetAddress()); err == nil {
+			out.endpoints = append(out.endpoints, a.Unmap())
+		}
+	}
+	if ws := spec.WorkloadSelector; ws != nil {
+		out.selector = ws.GetLabels()
+		if out.selector == nil {
+			out.selector = map[string]string{}
+		}
+	}
+	for _, p := range spec.Ports {
+		if p.GetNumber() < 1 || p.GetNumber() > 65535 {
+			return nil, fmt.Errorf("%w: port %q: number %d", table.ErrPort, p.GetName(), p.GetNumber())
+		}
+		proto := table.TCP
+		if strings.EqualFold(p.GetProtocol(), "UDP") {
+			proto = table.UDP
+		}
+		out.ports = append(out.ports, table.Port{Name: strings.ToLower(p.GetName()), Number: uint16(p.GetNumber()), Protocol: proto})
+	}
+	sortPorts(out.ports)
+	for _, h := range out.hosts {
+		if _, err := table.Normalize(table.Entry{Host: h, Addrs: out.addrs, Ports: out.ports}); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// convertWorkloadEntry keeps the labels and address of a WorkloadEntry; the
+// spec labels add to the metadata labels, as istiod merges them.
+func convertWorkloadEntry(we *networkingv1.WorkloadEntry) *workloadEntry {
+	labels := make(map[string]string, len(we.Labels)+len(we.Spec.Labels))
+	for k, v := range we.Labels {
+		labels[k] = v
+	}
+	for k, v := range we.Spec.Labels {
+		labels[k] = v
+	}
+	out := &workloadEntry{ns: we.Namespace, labels: labels}
+	if a, err := netip.ParseAddr(we.Spec.Address); err == nil {
+		out.addr = a.Unmap()
+	}
+	return out
+}
+
+// parseAddrOrCIDR parses an address or a CIDR; ok is false for a CIDR wider
+// than one address.
+func parseAddrOrCIDR(s string) (a netip.Addr, ok bool, err error) {
+	if !strings.Contains(s, "/") {
+		a, err = netip.ParseAddr(s)
+		return a.Unmap(), err == nil, err
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return a, false, err
+	}
+	return p.Addr().Unmap(), p.IsSingleIP(), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func sortPorts(ps []table.Port) {
+	slices.SortFunc(ps, func(a, b table.Port) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		if a.Number != b.Number {
+			return int(a.Number) - int(b.Number)
+		}
+		return int(a.Protocol) - int(b.Protocol)
+	})
+}

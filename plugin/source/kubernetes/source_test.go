@@ -1,0 +1,82 @@
+package kubernetes
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	apinetworking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+// The informer wiring, against the fake clientsets: initial sync, then one
+// event at a time. test/ runs the same against a real API server.
+func TestSourceFake(t *testing.T) {
+	kc := fake.NewClientset(&corev1.Service{
+		ObjectMeta: meta("shop", "web"),
+		Spec:       corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.1"}},
+	}, &corev1.Service{
+		ObjectMeta: meta("other", "skipped"),
+		Spec:       corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.2"}},
+	})
+	ic := istioFake{istiofake.NewSimpleClientset()}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	s := &Source{Cluster: "test", Namespaces: []string{"shop"}, StartupTimeout: 10 * time.Second, Domain: "cluster.local"}
+	if err := s.run(ctx, kc, ic, rec, &watcher{name: s.Name(), sink: rec}); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	if !rec.synced || len(rec.replaced) != 1 || !slices.Equal(hostsOf(rec.replaced[0]), []string{"web.shop.svc.cluster.local"}) {
+		t.Fatalf("after Start: synced %v, replaced %v", rec.synced, rec.replaced)
+	}
+	rec.mu.Unlock()
+
+	_, err := ic.NetworkingV1().ServiceEntries("shop").Create(ctx, &networkingv1.ServiceEntry{
+		ObjectMeta: meta("shop", "api"),
+		Spec:       apinetworking.ServiceEntry{Hosts: []string{"api.example.com"}, Addresses: []string{"192.0.2.1"}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ic.NetworkingV1().ServiceEntries("shop").Create(ctx, &networkingv1.ServiceEntry{
+		ObjectMeta: meta("shop", "bad"), Spec: apinetworking.ServiceEntry{Hosts: []string{"*"}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, a := range rec.applies {
+			if len(a.upserts) == 1 && a.upserts[0].Host == "api.example.com" && a.upserts[0].Registry == table.External {
+				return slices.Contains(rec.rejects, "ServiceEntry shop/bad invalid_host")
+			}
+		}
+		return false
+	})
+}
+
+// istioFake is the Istio fake clientset, which cannot stream watch lists.
+type istioFake struct{ *istiofake.Clientset }
+
+func (istioFake) IsWatchListSemanticsUnSupported() bool { return true }
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,187 @@
+package kubernetes
+
+import (
+	"slices"
+	"sync"
+	"testing"
+
+	apinetworking "istio.io/api/networking/v1alpha3"
+
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+// recorder is a source.Sink that records calls.
+type recorder struct {
+	mu       sync.Mutex
+	replaced [][]table.Entry
+	applies  []apply
+	rejects  []string
+	up       []bool
+	synced   bool
+}
+
+type apply struct {
+	upserts []table.Entry
+	deletes []string
+}
+
+func (r *recorder) Replace(es []table.Entry) {
+	r.mu.Lock()
+	r.replaced = append(r.replaced, es)
+	r.mu.Unlock()
+}
+func (r *recorder) Apply(u []table.Entry, d []string) {
+	r.mu.Lock()
+	r.applies = append(r.applies, apply{u, d})
+	r.mu.Unlock()
+}
+func (r *recorder) Reject(object, reason string, err error) {
+	r.mu.Lock()
+	r.rejects = append(r.rejects, object+" "+reason)
+	r.mu.Unlock()
+}
+func (r *recorder) Synced()    { r.mu.Lock(); r.synced = true; r.mu.Unlock() }
+func (r *recorder) Up(up bool) { r.mu.Lock(); r.up = append(r.up, up); r.mu.Unlock() }
+
+// take returns and forgets the applies so far.
+func (r *recorder) take() []apply {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.applies
+	r.applies = nil
+	return a
+}
+
+func hostsOf(es []table.Entry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Host)
+	}
+	return out
+}
+
+func TestStateIncremental(t *testing.T) {
+	rec := &recorder{}
+	st := newState(scope{domain: "cluster.local"}, rec)
+	web := &service{ns: "shop", name: "web", host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.1")}
+	st.setService("shop", "web", web)
+	if len(rec.take()) != 0 {
+		t.Fatal("applied before the initial sync")
+	}
+	st.sync()
+	if len(rec.replaced) != 1 || !slices.Equal(hostsOf(rec.replaced[0]), []string{web.host}) {
+		t.Fatalf("replace = %v", rec.replaced)
+	}
+
+	// The same object again (a resync or a no-op update): nothing.
+	st.setService("shop", "web", &service{ns: "shop", name: "web", host: web.host, addrs: addrs("10.96.0.1")})
+	if a := rec.take(); len(a) != 0 {
+		t.Fatalf("unchanged service applied %v", a)
+	}
+
+	// A ServiceEntry with the same host loses to the Service: nothing.
+	se := &serviceEntry{ns: "shop", name: "se", hosts: []string{web.host, "api.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")}
+	st.setServiceEntry("shop/se", se)
+	a := rec.take()
+	if len(a) != 1 || !slices.Equal(hostsOf(a[0].upserts), []string{"api.example.com"}) {
+		t.Fatalf("applies = %+v, want only api.example.com", a)
+	}
+
+	// The Service goes: its host falls back to the ServiceEntry.
+	st.setService("shop", "web", nil)
+	a = rec.take()
+	if len(a) != 1 || len(a[0].upserts) != 1 || a[0].upserts[0].Registry != table.External || len(a[0].deletes) != 0 {
+		t.Fatalf("applies = %+v, want web as External", a)
+	}
+
+	// The ServiceEntry goes: both hosts are deleted.
+	st.setServiceEntry("shop/se", nil)
+	a = rec.take()
+	if len(a) != 1 || !slices.Equal(a[0].deletes, []string{"api.example.com", web.host}) {
+		t.Fatalf("applies = %+v, want both deleted", a)
+	}
+}
+
+func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
+	rec := &recorder{}
+	st := newState(scope{domain: "cluster.local"}, rec)
+	st.sync()
+	st.setService("db", "mysql", &service{ns: "db", name: "mysql", host: "mysql.db.svc.cluster.local", headless: true})
+	st.setSlice("db/mysql-1", &endpointSlice{service: "db/mysql", endpoints: []endpoint{{hostname: "mysql-0", addr: addrs("10.1.0.1")[0], ready: true}}})
+	a := rec.take()
+	if len(a) != 2 || len(a[1].upserts[0].Endpoints) != 1 {
+		t.Fatalf("applies = %+v", a)
+	}
+	st.setSlice("db/mysql-1", nil)
+	if a := rec.take(); len(a) != 1 || len(a[0].upserts[0].Addrs) != 0 {
+		t.Fatalf("slice deleted: applies = %+v, want a known name with no address", a)
+	}
+
+	se := &serviceEntry{ns: "vm", name: "db", hosts: []string{"db.example.com"}, resolution: apinetworking.ServiceEntry_STATIC,
+		selector: map[string]string{"app": "db"}}
+	st.setServiceEntry("vm/db", se)
+	if a := rec.take(); len(a) != 0 {
+		t.Fatalf("no workload yet: applies = %+v", a)
+	}
+	st.setWorkloadEntry("vm/w1", &workloadEntry{ns: "vm", labels: map[string]string{"app": "db"}, addr: addrs("10.2.0.1")[0]})
+	st.setWorkloadEntry("other/w2", &workloadEntry{ns: "other", labels: map[string]string{"app": "db"}, addr: addrs("10.2.0.2")[0]})
+	a = rec.take()
+	if len(a) != 1 || !slices.Equal(a[0].upserts[0].Addrs, addrs("10.2.0.1")) {
+		t.Fatalf("applies = %+v, want db.example.com -> 10.2.0.1 only", a)
+	}
+	st.setWorkloadEntry("vm/w1", nil)
+	if a := rec.take(); len(a) != 1 || !slices.Equal(a[0].deletes, []string{"db.example.com"}) {
+		t.Fatalf("applies = %+v, want db.example.com deleted", a)
+	}
+}
+
+func TestStateVisibilityAndConflicts(t *testing.T) {
+	rec := &recorder{}
+	st := newState(scope{domain: "cluster.local", namespace: "shop"}, rec)
+	st.setService("db", "private", &service{ns: "db", name: "private", host: "private.db.svc.cluster.local", exportTo: []string{"."}})
+	st.setService("db", "shared", &service{ns: "db", name: "shared", host: "shared.db.svc.cluster.local", exportTo: []string{"shop"}})
+	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")})
+	st.setServiceEntry("b/x", &serviceEntry{ns: "b", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.2")})
+	st.setServiceEntry("c/hidden", &serviceEntry{ns: "c", name: "hidden", hosts: []string{"hidden.example.com"}, exportTo: []string{"."},
+		specAddrs: true, addrs: addrs("192.0.2.3")})
+	st.sync()
+	got := rec.replaced[0]
+	if !slices.Equal(hostsOf(got), []string{"shared.db.svc.cluster.local", "x.example.com"}) {
+		t.Fatalf("served %v", hostsOf(got))
+	}
+	if !slices.Equal(got[1].Addrs, addrs("192.0.2.1")) || !slices.Equal(rec.rejects, []string{"ServiceEntry b/x host_conflict"}) {
+		t.Errorf("conflict: served %v, rejects %v", got[1].Addrs, rec.rejects)
+	}
+}
+
+func TestStateAutoAllocate(t *testing.T) {
+	rec := &recorder{}
+	st := newState(scope{domain: "cluster.local", autoAllocate: true}, rec)
+	st.sync()
+	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS})
+	a := rec.take()
+	if len(a) != 1 || len(a[0].upserts[0].Addrs) != 2 {
+		t.Fatalf("applies = %+v, want two allocated addresses", a)
+	}
+	// istiod writes its own allocation into the status: it replaces ours.
+	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS,
+		status: []hostAddr{{host: "x.example.com", addr: addrs("240.240.7.7")[0]}}})
+	a = rec.take()
+	if len(a) != 1 || !slices.Equal(a[0].upserts[0].Addrs, addrs("240.240.7.7")) {
+		t.Fatalf("applies = %+v, want the status address", a)
+	}
+}
+
+// Entries listed before the initial sync are allocated at the sync, once.
+func TestStateAutoAllocateAtSync(t *testing.T) {
+	rec := &recorder{}
+	st := newState(scope{domain: "cluster.local", autoAllocate: true}, rec)
+	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS})
+	if len(st.alloc) != 0 {
+		t.Fatalf("allocated before the sync: %v", st.alloc)
+	}
+	st.sync()
+	if got := rec.replaced[0]; len(got) != 1 || len(got[0].Addrs) != 2 {
+		t.Fatalf("replace = %+v, want x.example.com with two allocated addresses", got)
+	}
+}
