@@ -54,7 +54,11 @@ func setup(c *caddy.Controller) error {
 		return plugin.Error(pluginName, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	cfg := dnsserver.GetConfig(c)
 	c.OnStartup(func() error {
+		if err := checkLoop(cfg); err != nil {
+			return plugin.Error(pluginName, err)
+		}
 		for _, s := range m.sources {
 			if err := s.src.Start(ctx, s); err != nil {
 				return plugin.Error(pluginName, fmt.Errorf("source %s: %w", s.name, err))
