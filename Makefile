@@ -5,7 +5,7 @@ GO    ?= go
 PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go') go.mod go.sum
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 
-.PHONY: all build run demo test test-unit test-integration test-binaries bench-go fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-binaries bench-go proto fmt vet clean
 
 all: build
 
@@ -49,6 +49,14 @@ bin/kube-apiserver: $(CONTROLPLANE_SRC)
 ## bench-go: the Go benchmarks behind docs/benchmarks.md
 bench-go:
 	$(GO) test -run NONE -bench . -benchmem -count 1 ./plugin/...
+
+PROTOC_GEN_GO_VERSION = $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+
+## proto: regenerate plugin/source/xds/nds/nds.pb.go (protoc from Debian, protoc-gen-go at go.mod's protobuf version)
+proto:
+	command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	PATH="$(CURDIR)/bin:$$PATH" protoc --proto_path=. --go_out=. --go_opt=paths=source_relative plugin/source/xds/nds/nds.proto
 
 fmt:
 	gofmt -w cmd plugin test

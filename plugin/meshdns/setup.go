@@ -19,6 +19,7 @@ import (
 	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/source/file"
 	"github.com/meshdns/meshdns/plugin/source/kubernetes"
+	"github.com/meshdns/meshdns/plugin/source/xds"
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
@@ -128,6 +129,12 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 					return nil, err
 				}
 				sources = append(sources, ks)
+			case "xds":
+				xs, err := xds.Parse(c, c.RemainingArgs(), cfg.Root)
+				if err != nil {
+					return nil, err
+				}
+				sources = append(sources, xs)
 			case "domain":
 				args := c.RemainingArgs()
 				if len(args) != 1 || !validDomain(args[0]) {
@@ -168,7 +175,7 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 		}
 	}
 	if len(sources) == 0 {
-		return nil, c.Err("no source configured: add 'file PATH' or 'kubernetes [KUBECONFIG]'")
+		return nil, c.Err("no source configured: add 'file PATH', 'kubernetes [KUBECONFIG]' or 'xds ADDRESS'")
 	}
 	if !o.searchSet {
 		o.search = defaultSearch(o.domain, o.namespace)
@@ -184,6 +191,11 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 		seen[s.Name()] = true
 		if ks, ok := s.(*kubernetes.Source); ok {
 			ks.Domain, ks.Namespace = o.domain, o.namespace
+		}
+		if xs, ok := s.(*xds.Source); ok {
+			if err := xs.Finish(o.domain, o.namespace); err != nil {
+				return nil, c.Errf("xds %s: %v", xs.Address, err)
+			}
 		}
 		m.addSource(s)
 	}

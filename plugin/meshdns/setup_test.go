@@ -12,6 +12,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 
 	"github.com/meshdns/meshdns/plugin/source/file"
+	"github.com/meshdns/meshdns/plugin/source/xds"
 )
 
 func TestDirectiveOrder(t *testing.T) {
@@ -111,7 +112,15 @@ func TestParse(t *testing.T) {
 			}
 		}, ""},
 
+		{"xds takes the block's namespace and domain", "meshdns {\ndomain corp.local\nnamespace shop\nxds 127.0.0.1:15010 {\ninsecure\nnode_ip 10.0.0.5\nworkload vm1\n}\n}", func(t *testing.T, m *MeshDNS) {
+			s := m.sources[0].src.(*xds.Source)
+			if s.NodeID != "sidecar~10.0.0.5~vm1.shop~shop.svc.corp.local" || s.Name() != "xds:127.0.0.1:15010" {
+				t.Errorf("node id %q, name %q", s.NodeID, s.Name())
+			}
+		}, ""},
+
 		{"no source", "meshdns", nil, "no source configured"},
+		{"xds without identity", "meshdns {\nxds 127.0.0.1:15010 {\ninsecure\n}\n}", nil, "missing node_ip, workload, namespace"},
 		{"unknown option", "meshdns {\nfile " + f + "\nbogus 1\n}", nil, `unknown property "bogus"`},
 		{"file without path", "meshdns {\nfile\n}", nil, "file PATH"},
 		{"file missing", "meshdns {\nfile testdata/nope.json\n}", nil, "no such file"},
