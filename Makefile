@@ -4,8 +4,9 @@ GO    ?= go
 
 PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go') go.mod go.sum
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
+ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test/istio/go.sum
 
-.PHONY: all build run demo test test-unit test-integration test-binaries bench-go proto fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-binaries bench-go proto istio-binaries fmt vet clean
 
 all: build
 
@@ -30,11 +31,13 @@ vet:
 	@out=$$(gofmt -l cmd plugin test | grep -v '\.pb\.go$$' || true); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
+	cd test/controlplane && $(GO) vet ./...
+	cd test/istio && $(GO) vet ./...
 
 test-unit: bin/coredns
 	$(GO) test -race -count=1 ./...
 
-test-integration: bin/coredns test-binaries
+test-integration: bin/coredns test-binaries istio-binaries
 	cd test && $(GO) test -count=1 -timeout 30m ./...
 
 ## test-binaries: etcd and kube-apiserver for the integration tests, built from Go modules
@@ -45,6 +48,15 @@ bin/etcd: $(CONTROLPLANE_SRC)
 
 bin/kube-apiserver: $(CONTROLPLANE_SRC)
 	cd test/controlplane && $(GO) build -o ../../bin/kube-apiserver ./cmd/kube-apiserver
+
+## istio-binaries: istiod (pilot-discovery) and Istio's agent DNS proxy (istio-dns), built from istio.io/istio
+istio-binaries: bin/pilot-discovery bin/istio-dns
+
+bin/pilot-discovery: $(ISTIO_SRC)
+	cd test/istio && $(GO) build -o ../../bin/pilot-discovery ./cmd/pilot-discovery
+
+bin/istio-dns: $(ISTIO_SRC)
+	cd test/istio && $(GO) build -o ../../bin/istio-dns ./cmd/istio-dns
 
 ## bench-go: the Go benchmarks behind docs/benchmarks.md
 bench-go:
