@@ -50,24 +50,23 @@ func (m *MeshDNS) Ready() bool {
 // maxChain bounds CNAME chains followed inside the table.
 const maxChain = 8
 
-// ServeDNS implements plugin.Handler.
+// ServeDNS implements plugin.Handler. It stays small, and the rarer paths
+// live in functions of their own: every query runs on a fresh goroutine
+// stack, and a large frame here makes Go grow that stack, which costs more
+// than the answer.
 func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	if len(r.Question) == 0 { // the server refuses these; a test or another plugin may not
 		return dns.RcodeFormatError, nil
 	}
-	state := request.Request{W: w, Req: r}
-	// The question as sent, lower-cased: names with escapes match nothing
-	// in the table, so the costlier state.Name() buys nothing here.
-	qname, qtype := strings.ToLower(r.Question[0].Name), state.QType()
-	zone := matchZone(m.Zones, qname)
-
-	if qtype == dns.TypePTR {
-		if addr, ok := table.ParseReverse(qname); ok {
-			if owners := m.table.PTR(addr); len(owners) > 0 {
-				return m.write(ctx, w, r, resultHit, ptrs(r.Question[0].Name, m.ttl, owners), nil)
-			}
+	// The question as sent, lower-cased: names with escapes match nothing in
+	// the table, so the costlier request.Request.Name() buys nothing here.
+	qname := strings.ToLower(r.Question[0].Name)
+	if r.Question[0].Qtype == dns.TypePTR {
+		if owners := m.ptrOwners(qname); len(owners) > 0 {
+			return m.write(ctx, w, r, resultHit, ptrs(r.Question[0].Name, m.ttl, owners), nil)
 		}
 	}
+	zone := matchZone(m.Zones, qname)
 	if zone == "" {
 		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
 	}
@@ -75,39 +74,52 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 		m.counters.inc(ctx, resultNotReady)
 		return dns.RcodeServerFailure, nil
 	}
-
 	match := m.table.Lookup(qname)
-	asked := r.Question[0].Name
 	switch match.Kind {
 	case table.Hit, table.Wildcard:
 		res := resultHit
 		if match.Kind == table.Wildcard {
 			res = resultWildcard
 		}
-		answer := m.answer(ctx, state, asked, qtype, match, nil)
-		return m.reply(ctx, w, r, res, answer, zone, asked)
+		asked := r.Question[0].Name
+		return m.reply(ctx, w, r, res, m.answer(ctx, w, r, asked, r.Question[0].Qtype, match, nil), zone, asked)
 	case table.Shortcut:
-		// Answer "H.<search domain>" with a CNAME to the real name of H plus
-		// its records, saving the client the rest of its search walk.
-		target := match.Record.Owner()
-		if match.Record.Wildcard() {
-			target = asked[:match.Cut]
-		}
-		cname := &dns.CNAME{Hdr: hdr(asked, dns.TypeCNAME, m.ttl), Target: target}
-		answer := make([]dns.RR, 1, 4)
-		answer[0] = cname
-		if qtype != dns.TypeCNAME {
-			answer = m.answer(ctx, state, target, qtype, match, answer)
-		}
-		return m.reply(ctx, w, r, resultShortcut, answer, zone, target)
+		return m.shortcut(ctx, w, r, match, zone)
 	}
+	return m.unknown(ctx, w, r, qname, zone, match.Kind == table.Empty)
+}
 
-	// Unknown names, and empty non-terminals which exist but own no records.
+func (m *MeshDNS) ptrOwners(qname string) []string {
+	if addr, ok := table.ParseReverse(qname); ok {
+		return m.table.PTR(addr)
+	}
+	return nil
+}
+
+// shortcut answers "H.<search domain>" with a CNAME to the real name of H
+// plus its records, saving the client the rest of its search walk.
+func (m *MeshDNS) shortcut(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, match table.Match, zone string) (int, error) {
+	asked, qtype := r.Question[0].Name, r.Question[0].Qtype
+	target := match.Record.Owner()
+	if match.Record.Wildcard() {
+		target = asked[:match.Cut]
+	}
+	answer := make([]dns.RR, 1, 4)
+	answer[0] = &dns.CNAME{Hdr: hdr(asked, dns.TypeCNAME, m.ttl), Target: target}
+	if qtype != dns.TypeCNAME {
+		answer = m.answer(ctx, w, r, target, qtype, match, answer)
+	}
+	return m.reply(ctx, w, r, resultShortcut, answer, zone, target)
+}
+
+// unknown handles names the table does not serve, and empty non-terminals,
+// which exist but own no records.
+func (m *MeshDNS) unknown(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname, zone string, empty bool) (int, error) {
 	if matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != "" {
 		m.counters.inc(ctx, resultFallthrough)
 		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
 	}
-	if match.Kind == table.Empty {
+	if empty {
 		return m.write(ctx, w, r, resultNoData, nil, m.soa(qname, zone))
 	}
 	return m.write(ctx, w, r, resultNXDomain, nil, m.soa(qname, zone))
@@ -133,18 +145,35 @@ func (m *MeshDNS) reply(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, r
 
 // answer appends to answer what name (the matched record's name, in the case
 // the client used) has of qtype.
-func (m *MeshDNS) answer(ctx context.Context, state request.Request, name string, qtype uint16, match table.Match, answer []dns.RR) []dns.RR {
+func (m *MeshDNS) answer(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, name string, qtype uint16, match table.Match, answer []dns.RR) []dns.RR {
 	rec := match.Record
-	if match.SRV > 0 {
+	switch {
+	case match.SRV > 0:
 		if qtype == dns.TypeSRV {
 			return append(answer, srvs(name, m.ttl, rec, match)...)
 		}
 		return answer
+	case rec.Target() != "":
+		return m.chase(ctx, w, r, name, qtype, match, answer)
+	case qtype == dns.TypeA || qtype == dns.TypeAAAA:
+		if len(answer) == 0 {
+			return addrs(name, rec.Addrs(qtype)) // often the shared records themselves
+		}
+		return append(answer, addrs(name, rec.Addrs(qtype))...)
+	case qtype == dns.TypeSRV && !rec.Wildcard():
+		return append(answer, srvs(name, m.ttl, rec, match)...)
 	}
+	return answer
+}
+
+// chase follows an ExternalName's CNAME chain: inside the table while the
+// targets are ours, then through the rest of the server, as the kubernetes
+// plugin does.
+func (m *MeshDNS) chase(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, name string, qtype uint16, match table.Match, answer []dns.RR) []dns.RR {
 	for range maxChain {
-		target := rec.Target()
+		target := match.Record.Target()
 		if target == "" {
-			break
+			return m.answer(ctx, w, r, name, qtype, match, answer)
 		}
 		answer = append(answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME, m.ttl), Target: target})
 		if qtype != dns.TypeA && qtype != dns.TypeAAAA {
@@ -152,27 +181,15 @@ func (m *MeshDNS) answer(ctx context.Context, state request.Request, name string
 		}
 		next := m.table.Lookup(dns.CanonicalName(target))
 		if next.Kind != table.Hit && next.Kind != table.Wildcard {
-			// Not ours: resolve it through the rest of the server, as the
-			// kubernetes plugin does for ExternalName services.
+			state := request.Request{W: w, Req: r}
 			if resp, err := m.upstream.Lookup(ctx, state, target, qtype); err == nil && resp != nil {
 				answer = append(answer, resp.Answer...)
 			}
 			return answer
 		}
-		rec, name = next.Record, target
+		match, name = next, target
 	}
-	switch qtype {
-	case dns.TypeA, dns.TypeAAAA:
-		if len(answer) == 0 {
-			return addrs(name, rec.Addrs(qtype)) // often the shared records themselves
-		}
-		return append(answer, addrs(name, rec.Addrs(qtype))...)
-	case dns.TypeSRV:
-		if !rec.Wildcard() {
-			return append(answer, srvs(name, m.ttl, rec, match)...)
-		}
-	}
-	return answer
+	return answer // a loop of CNAMEs: stop, as resolvers do
 }
 
 // addrs returns rrs owned by name, shuffled. The precomputed records are

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// runner is a harness.TB outside go test: cleanups run at teardown, once, and
+// a fatal error or a signal tears down and exits.
+type runner struct {
+	mu       sync.Mutex
+	cleanups []func()
+	dirs     []string
+	failed   bool
+	stopping bool
+}
+
+func (r *runner) Helper()                 {}
+func (r *runner) Logf(f string, a ...any) { log.Printf(f, a...) }
+
+func (r *runner) Cleanup(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cleanups = append(r.cleanups, f)
+}
+
+func (r *runner) Failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
+}
+
+func (r *runner) TempDir() string {
+	dir, err := os.MkdirTemp("", "meshdns-bench-dns-")
+	if err != nil {
+		r.Fatalf("temp dir: %v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dirs = append(r.dirs, dir)
+	return dir
+}
+
+func (r *runner) Fatalf(f string, a ...any) {
+	r.mu.Lock()
+	r.failed = true
+	stopping := r.stopping
+	r.mu.Unlock()
+	if stopping {
+		select {} // the interrupt is tearing down and exits
+	}
+	log.Printf(f, a...)
+	r.teardown()
+	os.Exit(1)
+}
+
+// interrupt tears down and exits, on a signal.
+func (r *runner) interrupt() {
+	r.mu.Lock()
+	r.stopping = true
+	r.mu.Unlock()
+	r.teardown()
+	os.Exit(130)
+}
+
+// teardown runs the cleanups last-in first-out, then removes the temporary
+// directories.
+func (r *runner) teardown() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+	r.cleanups = nil
+	for _, d := range r.dirs {
+		os.RemoveAll(d)
+	}
+	r.dirs = nil
+}
+
+// proc is a server process in its own process group, killed by the kernel
+// if this program dies.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error // valid once done is closed
+	once    sync.Once
+}
+
+// startProc runs argv with extra environment, output to logPath, and
+// registers its stop with r.
+func startProc(r *runner, name string, argv, env []string, logPath string) (*proc, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	r.Cleanup(p.stop)
+	return p, nil
+}
+
+// pinned prefixes argv to run it on cpu with GOMAXPROCS=1.
+func pinned(cpu int, argv ...string) []string {
+	return append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM to the process group, SIGKILL after 5 s, and waits.
+func (p *proc) stop() {
+	p.once.Do(func() {
+		pgid := -p.cmd.Process.Pid
+		if err := syscall.Kill(pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+			_ = syscall.Kill(pgid, syscall.SIGKILL)
+		}
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(pgid, syscall.SIGKILL)
+			<-p.done
+		}
+	})
+}
+
+func (p *proc) logTail(n int) string {
+	data, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	return string(bytes.Join(lines[max(0, len(lines)-n):], []byte("\n")))
+}
+
+// cpuTime is the user+system CPU time of pid so far (all its threads).
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	// Fields after the command: state(0) ... utime(11) stime(12), in clock
+	// ticks of 10 ms (USER_HZ is 100 on Linux).
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// vmRSS is the resident set size of pid in bytes.
+func vmRSS(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// setAffinity sets the CPU affinity of every thread of pid. Threads created
+// later inherit it from their creator; the list is read until no new thread
+// shows up.
+func setAffinity(pid int, cpus ...int) error {
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	done := map[int]bool{}
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			found = true
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("affinity of thread %d of %d: %w", tid, pid, err)
+			}
+			done[tid] = true
+		}
+		if !found {
+			return nil
+		}
+	}
+}
+
+// controlPlane returns the pids of this program's etcd and kube-apiserver
+// children (started by the harness).
+func controlPlane() []int {
+	self := strconv.Itoa(os.Getpid())
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var pids []int
+	for _, path := range stats {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		comm, f := s[open+1:end], strings.Fields(s[end+1:])
+		if len(f) > 1 && f[1] == self && (comm == "etcd" || comm == "kube-apiserver") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// pinHarness puts this program and the control plane on cpus.
+func pinHarness(cpus ...int) error {
+	for _, pid := range append(controlPlane(), os.Getpid()) {
+		if err := setAffinity(pid, cpus...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freePort returns a free port on 127.0.0.1 (TCP and, checked, UDP).
+func freePort() (int, error) {
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free port on 127.0.0.1")
+}
+
+// foreignCPU is the CPU time used so far by every process outside this
+// program's process tree (kernel threads left out). A process that exits
+// counts in its parent's children time, so the difference over a window is
+// the CPU time other work took in it.
+func foreignCPU() time.Duration {
+	type info struct {
+		ppid  int
+		ticks int64
+	}
+	procs := map[int]info{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone
+		}
+		s := string(data)
+		// After the command: state(0) ppid(1) ... flags(6) ... utime(11)
+		// stime(12) cutime(13) cstime(14).
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 15 {
+			continue
+		}
+		if flags, _ := strconv.ParseUint(f[6], 10, 64); flags&0x00200000 != 0 { // PF_KTHREAD
+			continue
+		}
+		x := info{}
+		x.ppid, _ = strconv.Atoi(f[1])
+		for _, v := range f[11:15] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			x.ticks += n
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		procs[pid] = x
+	}
+	self := os.Getpid()
+	var sum int64
+	for pid, x := range procs {
+		ours := false
+		for p := pid; p > 1 && !ours; p = procs[p].ppid {
+			ours = p == self
+		}
+		if !ours {
+			sum += x.ticks
+		}
+	}
+	return time.Duration(sum) * 10 * time.Millisecond
+}
+
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(data))[:3], " ")
+}
