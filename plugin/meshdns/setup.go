@@ -119,7 +119,7 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 					s.Path = filepath.Join(cfg.Root, s.Path)
 				}
 				// Fail at startup, naming the entry, rather than serve a broken table.
-				if _, _, err := file.Load(s.Path); err != nil {
+				if err := s.Check(); err != nil {
 					return nil, c.Errf("file: %v", err)
 				}
 				sources = append(sources, s)

@@ -155,6 +155,22 @@ func Load(path string) ([]table.Entry, []byte, error) {
 type Source struct {
 	Path   string
 	Reload time.Duration
+
+	// checked holds what Check parsed, for Start, so a large file is not
+	// parsed twice at start-up.
+	checked    []table.Entry
+	checkedSum [sha256.Size]byte
+}
+
+// Check reads and parses the file now, so configuration errors stop CoreDNS
+// before it serves anything.
+func (s *Source) Check() error {
+	entries, data, err := Load(s.Path)
+	if err != nil {
+		return err
+	}
+	s.checked, s.checkedSum = entries, sha256.Sum256(data)
+	return nil
 }
 
 // Name implements source.Source.
@@ -162,18 +178,21 @@ func (s *Source) Name() string { return "file:" + s.Path }
 
 // Start loads the file once, synchronously, then watches it.
 func (s *Source) Start(ctx context.Context, sink source.Sink) error {
-	entries, data, err := Load(s.Path)
-	if err != nil {
-		sink.Up(false)
-		return err
+	if s.checked == nil {
+		if err := s.Check(); err != nil {
+			sink.Up(false)
+			return err
+		}
 	}
+	entries, sum := s.checked, s.checkedSum
+	s.checked = nil
 	sink.Replace(entries)
 	sink.Up(true)
 	sink.Synced()
 	if s.Reload <= 0 {
 		return nil
 	}
-	go s.watch(ctx, sink, sha256.Sum256(data))
+	go s.watch(ctx, sink, sum)
 	return nil
 }
 
