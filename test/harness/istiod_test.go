@@ -35,7 +35,7 @@ import (
 )
 
 // nameTableType is the xDS type of Istio's NDS (Name Discovery Service).
-const nameTableType = "type.googleapis.com/istio.networking.nds.v1.NameTable"
+const nameTableType = NameTableType
 
 func TestIstiod(t *testing.T) {
 	cp := Start(t)
@@ -419,95 +419,17 @@ func watchNameTableDelta(ctx context.Context, conn *grpc.ClientConn, node *core.
 }
 
 // nameInfo is istio.networking.nds.v1.NameTable.NameInfo.
-type nameInfo struct {
-	IPs       []string
-	Registry  string
-	Shortname string
-	Namespace string
-}
+type nameInfo = NameInfo
 
 func unpackNameTable(a *anypb.Any) (map[string]nameInfo, error) {
 	if a.GetTypeUrl() != nameTableType {
 		return nil, fmt.Errorf("resource of type %q, want %q", a.GetTypeUrl(), nameTableType)
 	}
-	table, err := decodeNameTable(a.GetValue())
+	table, err := DecodeNameTable(a.GetValue())
 	if err != nil {
 		return nil, fmt.Errorf("decode NameTable: %w", err)
 	}
 	return table, nil
-}
-
-// decodeNameTable decodes the wire form of
-//
-//	message NameTable { map<string, NameInfo> table = 1; }
-//	message NameInfo { repeated string ips = 1; string registry = 2; string shortname = 3; string namespace = 4; ... }
-//
-// without depending on istio.io/istio for the generated type.
-func decodeNameTable(b []byte) (map[string]nameInfo, error) {
-	table := map[string]nameInfo{}
-	err := eachBytesField(b, func(num protowire.Number, entry []byte) error {
-		if num != 1 {
-			return nil
-		}
-		var host string
-		var info nameInfo
-		err := eachBytesField(entry, func(num protowire.Number, v []byte) error {
-			switch num {
-			case 1:
-				host = string(v)
-			case 2:
-				return eachBytesField(v, func(num protowire.Number, v []byte) error {
-					switch num {
-					case 1:
-						info.IPs = append(info.IPs, string(v))
-					case 2:
-						info.Registry = string(v)
-					case 3:
-						info.Shortname = string(v)
-					case 4:
-						info.Namespace = string(v)
-					}
-					return nil
-				})
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		table[host] = info
-		return nil
-	})
-	return table, err
-}
-
-// eachBytesField calls fn for every length-delimited field of a message, in
-// order, and skips the others.
-func eachBytesField(b []byte, fn func(protowire.Number, []byte) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if err := fn(num, v); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // checkNameTable reports the first host of want that table lacks or has
@@ -558,7 +480,7 @@ func TestIstiodNameTableDecoding(t *testing.T) {
 		msg(1, info(str(1, "a.example.com"), msg(2, info(str(1, "1.2.3.4"), str(1, "::1"), varint, str(2, "External"))))),
 		msg(1, info(str(1, "b.ns.svc.cluster.local"), msg(2, info(str(1, "10.96.0.1"), str(2, "Kubernetes"), str(3, "b"), str(4, "ns"))))),
 	)
-	got, err := decodeNameTable(wire)
+	got, err := DecodeNameTable(wire)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +494,7 @@ func TestIstiodNameTableDecoding(t *testing.T) {
 	if err := checkNameTable(got, want); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := decodeNameTable(wire[:len(wire)-1]); err == nil {
+	if _, err := DecodeNameTable(wire[:len(wire)-1]); err == nil {
 		t.Error("a truncated NameTable decodes without error")
 	}
 }
