@@ -6,7 +6,7 @@ PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go')
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test/istio/go.sum
 
-.PHONY: all build run demo test test-unit test-integration test-binaries bench bench-go proto istio-binaries fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-binaries bench bench-kubernetes bench-go proto istio-binaries fmt vet clean
 
 all: build
 
@@ -61,6 +61,10 @@ bin/istio-dns: $(ISTIO_SRC)
 ## bench: meshdns against hosts, file, kubernetes, Istio's agent proxy and a bare miekg/dns floor, by dnsperf → docs/bench/ (as root; BENCH_FLAGS=-k8s-100k adds the 100k kubernetes runs)
 bench: bin/coredns bin/istio-dns test-binaries
 	cd test && $(GO) run ./bench/dns -out ../docs/bench $(BENCH_FLAGS)
+
+## bench-kubernetes: meshdns's kubernetes source against CoreDNS's kubernetes plugin: sync time, memory, create-to-answer (10k Services)
+bench-kubernetes: bin/coredns test-binaries
+	cd test && $(GO) run ./bench/kubernetes
 
 ## bench-go: the Go benchmarks behind docs/benchmarks.md
 bench-go:

@@ -1,0 +1,651 @@
+// Command kubernetes benchmarks meshdns's kubernetes source against CoreDNS's
+// own kubernetes plugin, both in the same bin/coredns, against one real
+// etcd and kube-apiserver (test/harness):
+//
+//   - sync time: from the start of the process until the last of -services
+//     ClusterIP services answers its ClusterIP over UDP;
+//   - memory: VmRSS of the process after the sync and a 2 s settle, then
+//     the live Go heap (allocated bytes right after a forced GC);
+//   - create-to-answer latency: -creates services created one at a time, each
+//     timed from the return of its Create call to its first correct A answer
+//     (polled every 1 ms).
+//
+// Each server runs alone, pinned to CPU 0 with GOMAXPROCS=1; this program,
+// etcd and kube-apiserver are pinned to CPU 1 for the measurements. Every
+// answer is checked against the service's ClusterIP. The result is a
+// Markdown table on stdout.
+//
+// Run it from test/: go run ./bench/kubernetes [-services N] [-creates N] [-bin PATH]
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/meshdns/meshdns/test/harness"
+)
+
+var (
+	nServices   = flag.Int("services", 10000, "services created before the servers start")
+	nCreates    = flag.Int("creates", 200, "services created one at a time for the create-to-answer latency, per server")
+	nNamespaces = flag.Int("namespaces", 100, "namespaces the services are spread over")
+	binPath     = flag.String("bin", "../bin/coredns", "the coredns binary (relative to the working directory, test/)")
+	profileDir  = flag.String("profiles", "", "if set, save in this directory each server's heap profile (pprof), taken with the live heap")
+	maxLoad     = flag.Float64("maxload", 0.6, "before each server, wait (up to 15 min) until the 1-minute load average is below this")
+)
+
+const (
+	serverCPU    = 0 // the server under test
+	clientCPU    = 1 // this program, etcd, kube-apiserver
+	settle       = 2 * time.Second
+	syncLimit    = 5 * time.Minute
+	answerLimit  = 30 * time.Second
+	pollInterval = time.Millisecond
+)
+
+// A server is one Corefile plugin block answering cluster.local; %s is the
+// kubeconfig.
+type server struct{ name, block string }
+
+var servers = []server{
+	{"meshdns", "meshdns cluster.local {\n\t\tkubernetes %s\n\t}"},
+	{"CoreDNS kubernetes", "kubernetes cluster.local {\n\t\tkubeconfig %s\n\t}"},
+}
+
+type result struct {
+	load      string
+	sync, cpu time.Duration // cpu: the server's CPU time (user+system) at sync
+	rss, heap float64       // bytes
+	lat       []time.Duration
+}
+
+type bench struct {
+	r      *runner
+	ctx    context.Context
+	cp     *harness.ControlPlane
+	client kubernetes.Interface
+	bin    string
+	ips    []string // ClusterIP of svc(i)
+}
+
+func main() {
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	r := &runner{}
+	defer r.teardown()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		log.Printf("%s: tearing down", s)
+		r.interrupt(cancel)
+	}()
+
+	if *nServices < 1 || *nCreates < 1 || *nNamespaces < 1 {
+		r.Fatalf("-services, -creates and -namespaces must be positive")
+	}
+	if runtime.NumCPU() < 2 {
+		r.Fatalf("need 2 CPUs, have %d", runtime.NumCPU())
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		r.Fatalf("taskset: %v", err)
+	}
+	// Both servers run a private copy, so a rebuild of bin/coredns during
+	// the run changes nothing.
+	binInfo, err := os.Stat(*binPath)
+	if err != nil {
+		r.Fatalf("coredns binary: %v (make build)", err)
+	}
+	bin := filepath.Join(r.TempDir(), "coredns")
+	if err := copyFile(*binPath, bin); err != nil {
+		r.Fatalf("copy %s: %v", *binPath, err)
+	}
+	start, startLoad := time.Now(), loadavg()
+	log.Printf("load average at start: %s", startLoad)
+
+	b := &bench{r: r, ctx: ctx, bin: bin}
+	log.Print("starting etcd and kube-apiserver...")
+	b.cp = harness.Start(r)
+	cfg := rest.CopyConfig(b.cp.RESTConfig)
+	cfg.QPS, cfg.Burst = 1e5, 1e5
+	if b.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		r.Fatalf("client: %v", err)
+	}
+	b.createAll()
+
+	// From here on CPU 0 is the server's alone: the control plane and this
+	// program move to CPU 1.
+	if err := pinChildren(clientCPU); err != nil {
+		r.Fatalf("pin the control plane: %v", err)
+	}
+	if err := pinTasks(os.Getpid(), clientCPU); err != nil {
+		r.Fatalf("pin this program: %v", err)
+	}
+	time.Sleep(5 * time.Second) // let the API server and etcd quiet down
+
+	results := make([]result, len(servers))
+	for k, s := range servers {
+		results[k] = b.run(k, s)
+	}
+
+	fmt.Print(table(results))
+	fmt.Printf("\n- command: `%s` (effective: -services %d -creates %d -namespaces %d -bin %s -maxload %.2f)\n",
+		strings.Join(append([]string{"cd test && go run ./bench/kubernetes"}, os.Args[1:]...), " "),
+		*nServices, *nCreates, *nNamespaces, *binPath, *maxLoad)
+	fmt.Printf("- N = %d ClusterIP services (one port each) in %d namespaces; %d creates per server\n", *nServices, *nNamespaces, *nCreates)
+	fmt.Printf("- date: %s; %s built %s (a copy of it runs); %d × %s\n", start.UTC().Format(time.RFC3339), *binPath,
+		binInfo.ModTime().UTC().Format(time.RFC3339), runtime.NumCPU(), cpuModel())
+	fmt.Printf("- load average at start: %s; before each server (after waiting for < %.2f): %s %s, %s %s\n", startLoad, *maxLoad,
+		servers[0].name, results[0].load, servers[1].name, results[1].load)
+	fmt.Printf("- each server alone on CPU %d with GOMAXPROCS=1; this program, etcd and kube-apiserver on CPU %d; all answers checked against the ClusterIP\n", serverCPU, clientCPU)
+	fmt.Printf("- sync: process start to the last service's correct A answer (1 ms polling); CPU to sync: user+system time of the process then; RSS: VmRSS %s after the sync; live heap: go_memstats_heap_alloc_bytes right after a forced GC, taken after the RSS\n", settle)
+	fmt.Printf("- runtime: %s\n", time.Since(start).Round(time.Second))
+}
+
+func svcName(i int) (ns, name string) {
+	return fmt.Sprintf("bench-%02d", i%*nNamespaces), fmt.Sprintf("svc-%05d", i)
+}
+
+func fqdn(ns, name string) string { return name + "." + ns + ".svc.cluster.local." }
+
+func newService(ns, name string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{
+			Type:  corev1.ServiceTypeClusterIP,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
+		},
+	}
+}
+
+// createAll creates the namespaces and the services, the last one alone
+// after all the others.
+func (b *bench) createAll() {
+	for i := range *nNamespaces {
+		ns, _ := svcName(i)
+		_, err := b.client.CoreV1().Namespaces().Create(b.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil {
+			b.r.Fatalf("create namespace %s: %v", ns, err)
+		}
+	}
+	n := *nServices
+	b.ips = make([]string, n)
+	begin := time.Now()
+	create := func(i int) error {
+		ns, name := svcName(i)
+		svc, err := b.client.CoreV1().Services(ns).Create(b.ctx, newService(ns, name), metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("create service %s/%s: %w", ns, name, err)
+		}
+		if net.ParseIP(svc.Spec.ClusterIP).To4() == nil {
+			return fmt.Errorf("service %s/%s: ClusterIP %q is not IPv4", ns, name, svc.Spec.ClusterIP)
+		}
+		b.ips[i] = svc.Spec.ClusterIP
+		if i%1000 == 999 {
+			log.Printf("created %d services", i+1)
+		}
+		return nil
+	}
+	if err := parallel(n-1, create); err != nil {
+		b.r.Fatalf("%v", err)
+	}
+	if err := create(n - 1); err != nil {
+		b.r.Fatalf("%v", err)
+	}
+	log.Printf("created %d services in %d namespaces in %s", n, *nNamespaces, time.Since(begin).Round(time.Millisecond))
+}
+
+// parallel runs f(0..n-1) on 32 goroutines and returns the first error.
+func parallel(n int, f func(int) error) error {
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	next := make(chan int)
+	for range 32 {
+		wg.Go(func() {
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+// run measures server s: sync, memory, a check of every answer, then the
+// create-to-answer latency. It stops the server and deletes the services it
+// created, so the next server syncs the same N services.
+func (b *bench) run(k int, s server) result {
+	res := result{load: b.waitQuiet(s.name)}
+	log.Printf("%s: load average %s; starting on CPU %d", s.name, res.load, serverCPU)
+	ports, err := freePorts(3)
+	if err != nil {
+		b.r.Fatalf("%v", err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	metrics := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	pprof := fmt.Sprintf("127.0.0.1:%d", ports[2])
+	dir := b.r.TempDir()
+	corefile := fmt.Sprintf(".:%d {\n\tbind 127.0.0.1\n\tprometheus %s\n\tpprof %s\n\t%s\n}\n",
+		ports[0], metrics, pprof, fmt.Sprintf(s.block, b.cp.Kubeconfig))
+	conf := filepath.Join(dir, "Corefile")
+	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
+		b.r.Fatalf("%v", err)
+	}
+	p, begin, err := startPinned(b.bin, conf, filepath.Join(dir, "coredns.log"))
+	if err != nil {
+		b.r.Fatalf("%s: %v", s.name, err)
+	}
+	b.r.Cleanup(p.stop)
+	fail := func(f string, a ...any) {
+		if b.ctx.Err() != nil {
+			b.r.Fatalf("%s: interrupted", s.name) // blocks until the interrupt exits
+		}
+		b.r.Logf("%s: Corefile:\n%s\nlast lines of its log:\n%s", s.name, corefile, p.logTail(30))
+		b.r.Fatalf(s.name+": "+f, a...)
+	}
+
+	q, err := dialDNS(addr)
+	if err != nil {
+		fail("%v", err)
+	}
+	defer q.Close()
+	ns, name := svcName(*nServices - 1)
+	at, err := b.waitAnswer(q, p, fqdn(ns, name), b.ips[*nServices-1], syncLimit)
+	if err != nil {
+		fail("sync: %v", err)
+	}
+	res.sync = at.Sub(begin)
+	if res.cpu, err = cpuTime(p.cmd.Process.Pid); err != nil {
+		fail("%v", err)
+	}
+	log.Printf("%s: synced %d services in %s, using %s of CPU", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu)
+
+	time.Sleep(settle)
+	if res.rss, err = vmRSS(p.cmd.Process.Pid); err != nil {
+		fail("%v", err)
+	}
+	// The live heap: a GC (the pprof heap handler with gc=1), then the
+	// allocated heap.
+	path := ""
+	if *profileDir != "" {
+		path = filepath.Join(*profileDir, fileName(s.name)+".heap.pb.gz")
+	}
+	if err := download("http://"+pprof+"/debug/pprof/heap?gc=1", path); err != nil {
+		fail("heap profile: %v", err)
+	}
+	if res.heap, err = metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
+		fail("%v", err)
+	}
+	log.Printf("%s: RSS %s, live heap %s", s.name, mib(res.rss), mib(res.heap))
+	if path != "" {
+		log.Printf("%s: heap profile in %s", s.name, path)
+	}
+
+	// Every service answers its ClusterIP.
+	var wrong []string
+	for i := range *nServices {
+		ns, name := svcName(i)
+		if ips, rcode, err := q.lookupA(fqdn(ns, name), time.Second); err != nil || !correct(ips, rcode, b.ips[i]) {
+			wrong = append(wrong, fmt.Sprintf("%s/%s: want %s, got %v %s %v", ns, name, b.ips[i], ips, dns.RcodeToString[rcode], err))
+		}
+	}
+	if len(wrong) > 0 {
+		fail("%d of %d services answer wrong, e.g. %s", len(wrong), *nServices, strings.Join(wrong[:min(5, len(wrong))], "; "))
+	}
+	log.Printf("%s: all %d services answer their ClusterIP", s.name, *nServices)
+
+	// Create-to-answer, one service at a time.
+	var created []*corev1.Service
+	for i := range *nCreates {
+		ns, _ := svcName(i)
+		name := fmt.Sprintf("new%d-%04d", k, i)
+		svc, err := b.client.CoreV1().Services(ns).Create(b.ctx, newService(ns, name), metav1.CreateOptions{})
+		t0 := time.Now()
+		if err != nil {
+			fail("create %s/%s: %v", ns, name, err)
+		}
+		created = append(created, svc)
+		at, err := b.waitAnswer(q, p, fqdn(ns, name), svc.Spec.ClusterIP, answerLimit)
+		if err != nil {
+			fail("create-to-answer: %v", err)
+		}
+		res.lat = append(res.lat, at.Sub(t0))
+	}
+	slices.Sort(res.lat)
+	log.Printf("%s: create-to-answer p50 %s p99 %s max %s", s.name, ms(pct(res.lat, 50)), ms(pct(res.lat, 99)), ms(res.lat[len(res.lat)-1]))
+
+	p.stop()
+	err = parallel(len(created), func(i int) error {
+		return b.client.CoreV1().Services(created[i].Namespace).Delete(b.ctx, created[i].Name, metav1.DeleteOptions{})
+	})
+	if err != nil {
+		b.r.Fatalf("delete the created services: %v", err)
+	}
+	return res
+}
+
+// waitQuiet waits until the 1-minute load average is below -maxload, for
+// at most 15 minutes, and returns the load average.
+func (b *bench) waitQuiet(name string) string {
+	deadline := time.Now().Add(15 * time.Minute)
+	for {
+		load := loadavg()
+		l, err := strconv.ParseFloat(strings.Fields(load + " x")[0], 64)
+		if err != nil || l < *maxLoad {
+			return load
+		}
+		if time.Now().After(deadline) {
+			log.Printf("%s: load average %s still not below %.2f after 15 min; going on", name, load, *maxLoad)
+			return load
+		}
+		log.Printf("%s: load average %s, waiting until below %.2f", name, load, *maxLoad)
+		select {
+		case <-b.ctx.Done():
+			b.r.Fatalf("interrupted")
+		case <-time.After(30 * time.Second):
+		}
+	}
+}
+
+func fileName(server string) string { return strings.ReplaceAll(server, " ", "-") }
+
+// waitAnswer polls name every millisecond until it answers exactly ip, and
+// returns when that answer arrived.
+func (b *bench) waitAnswer(q *dnsConn, p *proc, name, ip string, limit time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(limit)
+	var last string
+	for {
+		ips, rcode, err := q.lookupA(name, 200*time.Millisecond)
+		now := time.Now()
+		if err == nil && correct(ips, rcode, ip) {
+			return now, nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("%s %v", dns.RcodeToString[rcode], ips)
+		}
+		switch {
+		case b.ctx.Err() != nil:
+			return now, b.ctx.Err()
+		case p.exited():
+			return now, fmt.Errorf("coredns exited: %v", p.err)
+		case now.After(deadline):
+			return now, fmt.Errorf("%s: no answer %s after %s; last: %s", name, ip, limit, last)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+func correct(ips []string, rcode int, want string) bool {
+	return rcode == dns.RcodeSuccess && len(ips) == 1 && ips[0] == want
+}
+
+// dnsConn is a connected UDP socket for A queries.
+type dnsConn struct {
+	*net.UDPConn
+	buf []byte
+}
+
+func dialDNS(addr string) (*dnsConn, error) {
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialUDP("udp", nil, raddr)
+	if err != nil {
+		return nil, err
+	}
+	return &dnsConn{UDPConn: c, buf: make([]byte, dns.MaxMsgSize)}, nil
+}
+
+// lookupA asks for the A records of name and returns them with the rcode.
+// Answers to earlier, timed out queries are skipped by their ID.
+func (c *dnsConn) lookupA(name string, timeout time.Duration) ([]string, int, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	out, err := m.Pack()
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return nil, 0, err
+	}
+	if _, err := c.Write(out); err != nil {
+		return nil, 0, err
+	}
+	for {
+		n, err := c.Read(c.buf)
+		if err != nil {
+			return nil, 0, err
+		}
+		resp := new(dns.Msg)
+		if err := resp.Unpack(c.buf[:n]); err != nil || resp.Id != m.Id {
+			continue
+		}
+		var ips []string
+		for _, rr := range resp.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				ips = append(ips, a.A.String())
+			}
+		}
+		return ips, resp.Rcode, nil
+	}
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[max(i, 0)]
+}
+
+func table(rs []result) string {
+	var sb strings.Builder
+	sb.WriteString("| server | sync time | CPU to sync | RSS after sync | live heap | create→answer p50 | p90 | p99 | max |\n")
+	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	cols := func(r result) []float64 {
+		l := r.lat
+		return []float64{r.sync.Seconds(), r.cpu.Seconds(), r.rss, r.heap,
+			pct(l, 50).Seconds(), pct(l, 90).Seconds(), pct(l, 99).Seconds(), l[len(l)-1].Seconds()}
+	}
+	for k, r := range rs {
+		c := cols(r)
+		fmt.Fprintf(&sb, "| %s | %.2f s | %.2f s | %s | %s | %s | %s | %s | %s |\n", servers[k].name, c[0], c[1], mib(c[2]), mib(c[3]),
+			msf(c[4]), msf(c[5]), msf(c[6]), msf(c[7]))
+	}
+	a, b := cols(rs[0]), cols(rs[1])
+	sb.WriteString("| ratio meshdns / kubernetes |")
+	for i := range a {
+		fmt.Fprintf(&sb, " %.2f× |", a[i]/b[i])
+	}
+	sb.WriteString("\n")
+	return sb.String()
+}
+
+func mib(b float64) string      { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
+func msf(s float64) string      { return fmt.Sprintf("%.2f ms", s*1000) }
+func ms(d time.Duration) string { return msf(d.Seconds()) }
+func loadavg() string           { return firstFields("/proc/loadavg", 3) }
+func firstFields(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	return strings.Join(f[:min(n, len(f))], " ")
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// cpuTime returns the user and system CPU time of pid so far, from
+// /proc/PID/stat (in clock ticks of 10 ms).
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // state is f[0], utime f[11], stime f[12]
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	utime, err1 := strconv.Atoi(f[11])
+	stime, err2 := strconv.Atoi(f[12])
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// vmRSS returns VmRSS of pid in bytes.
+func vmRSS(pid int) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// metric returns the value of an unlabelled prometheus metric.
+func metric(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(nil, 1<<20)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), name+" "); ok {
+			return strconv.ParseFloat(rest, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no metric %s", url, name)
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
+}
+
+// download saves what url answers in path, or discards it if path is "".
+func download(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	if path == "" {
+		_, err := io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// freePorts returns n distinct loopback ports free for both TCP and UDP
+// (CoreDNS serves DNS on both); the listeners are held until all are found.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100 {
+			return nil, errors.New("no free ports")
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		u.Close()
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
