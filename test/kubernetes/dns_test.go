@@ -2,7 +2,6 @@ package kubernetes
 
 import (
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,37 +14,9 @@ import (
 // settle bounds how long an API change may take to show in answers.
 const settle = 30 * time.Second
 
-// answer is what name answers for qtype over network ("udp" or "tcp"), as a
-// comparable string: the rcode when it is not NOERROR, else the sorted
-// A, AAAA and CNAME data, or "NODATA".
+// answer is harness.Answer without the DO and CD bits.
 func answer(addr, name string, qtype uint16, network string) string {
-	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.SetEdns0(4096, false)
-	r, _, err := c.Exchange(m, addr)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	if r.Rcode != dns.RcodeSuccess {
-		return dns.RcodeToString[r.Rcode]
-	}
-	var out []string
-	for _, rr := range r.Answer {
-		switch rr := rr.(type) {
-		case *dns.A:
-			out = append(out, rr.A.String())
-		case *dns.AAAA:
-			out = append(out, rr.AAAA.String())
-		case *dns.CNAME:
-			out = append(out, "CNAME "+rr.Target)
-		}
-	}
-	if len(out) == 0 {
-		return "NODATA"
-	}
-	slices.Sort(out)
-	return strings.Join(out, " ")
+	return harness.Answer(addr, name, qtype, network, false, false)
 }
 
 // expect polls until name answers want for qtype over both UDP and TCP.

@@ -28,42 +28,13 @@ type cacheKey struct{ do, cd bool }
 
 var plainKey = cacheKey{}
 
-// answer is what name answers for qtype over network ("udp" or "tcp"), as a
-// comparable string: the rcode when it is not NOERROR, else the sorted
-// A, AAAA and CNAME data, or "NODATA".
+// answer is harness.Answer without the DO and CD bits.
 func answer(addr, name string, qtype uint16, network string) string {
 	return answerKey(addr, name, qtype, network, plainKey)
 }
 
 func answerKey(addr, name string, qtype uint16, network string, k cacheKey) string {
-	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.SetEdns0(4096, k.do)
-	m.CheckingDisabled = k.cd
-	r, _, err := c.Exchange(m, addr)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	if r.Rcode != dns.RcodeSuccess {
-		return dns.RcodeToString[r.Rcode]
-	}
-	var out []string
-	for _, rr := range r.Answer {
-		switch rr := rr.(type) {
-		case *dns.A:
-			out = append(out, rr.A.String())
-		case *dns.AAAA:
-			out = append(out, rr.AAAA.String())
-		case *dns.CNAME:
-			out = append(out, "CNAME "+rr.Target)
-		}
-	}
-	if len(out) == 0 {
-		return "NODATA"
-	}
-	slices.Sort(out)
-	return strings.Join(out, " ")
+	return harness.Answer(addr, name, qtype, network, k.do, k.cd)
 }
 
 // expect polls until name answers want for qtype over both UDP and TCP.

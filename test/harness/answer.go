@@ -1,0 +1,44 @@
+package harness
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Answer is what name answers for qtype from addr over network ("udp" or
+// "tcp"), as a comparable string: the rcode when it is not NOERROR, else the
+// sorted A, AAAA and CNAME data, or "NODATA". do and cd set the DO and CD
+// bits, which a cache in front of meshdns keys its entries by.
+func Answer(addr, name string, qtype uint16, network string, do, cd bool) string {
+	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.SetEdns0(4096, do)
+	m.CheckingDisabled = cd
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return dns.RcodeToString[r.Rcode]
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		switch rr := rr.(type) {
+		case *dns.A:
+			out = append(out, rr.A.String())
+		case *dns.AAAA:
+			out = append(out, rr.AAAA.String())
+		case *dns.CNAME:
+			out = append(out, "CNAME "+rr.Target)
+		}
+	}
+	if len(out) == 0 {
+		return "NODATA"
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
