@@ -32,6 +32,7 @@ type MeshDNS struct {
 	upstream *upstream.Upstream
 	counters counters
 	soas     map[string]*soaCache // by apex, made by setSOAs
+	siblings *siblings            // nil without search domains to share NXDOMAINs under
 }
 
 // Name implements plugin.Handler.
@@ -68,7 +69,7 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	}
 	zone := matchZone(m.Zones, qname)
 	if zone == "" {
-		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
+		return m.next(ctx, w, r, qname)
 	}
 	if !m.Ready() {
 		m.counters.inc(ctx, resultNotReady)
@@ -80,6 +81,9 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 		res := resultHit
 		if match.Kind == table.Wildcard {
 			res = resultWildcard
+		}
+		if ok, err := m.writeAddrs(ctx, w, r, res, match); ok {
+			return rcodeOf(err), err
 		}
 		asked := r.Question[0].Name
 		return m.reply(ctx, w, r, res, m.answer(ctx, w, r, asked, r.Question[0].Qtype, match, nil), zone, asked)
@@ -117,7 +121,7 @@ func (m *MeshDNS) shortcut(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 func (m *MeshDNS) unknown(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname, zone string, empty bool) (int, error) {
 	if matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != "" {
 		m.counters.inc(ctx, resultFallthrough)
-		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
+		return m.next(ctx, w, r, qname)
 	}
 	if empty {
 		return m.write(ctx, w, r, resultNoData, nil, m.soa(qname, zone))
@@ -281,6 +285,33 @@ func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
 }
 
+// writeAddrs answers an A or AAAA question for a name with such records as
+// wire bytes (see wire.go), and reports whether it did.
+func (m *MeshDNS) writeAddrs(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, match table.Match) (bool, error) {
+	qtype := r.Question[0].Qtype
+	if (qtype != dns.TypeA && qtype != dns.TypeAAAA) || match.SRV > 0 || match.Record.Target() != "" {
+		return false, nil
+	}
+	ok, err := writeRaw(w, r, match.Record.Addrs(qtype))
+	if !ok {
+		return false, nil
+	}
+	m.counters.inc(ctx, res)
+	if err != nil {
+		return true, plugin.Error(pluginName, err)
+	}
+	return true, nil
+}
+
+// rcodeOf is what ServeDNS returns once a reply was written, or failed to be.
+func rcodeOf(err error) int {
+	if err != nil {
+		return dns.RcodeServerFailure
+	}
+	// Like plugin/file and plugin/kubernetes: the reply is written.
+	return dns.RcodeSuccess
+}
+
 // write sends the reply. Building it by hand rather than with SetReply saves
 // an allocation: the question is the request's own.
 func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, answer, ns []dns.RR) (int, error) {
@@ -304,8 +335,7 @@ func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, r
 	}
 	m.counters.inc(ctx, res)
 	if err := w.WriteMsg(msg); err != nil {
-		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
+		return rcodeOf(err), plugin.Error(pluginName, err)
 	}
-	// Like plugin/file and plugin/kubernetes: the reply is written.
-	return dns.RcodeSuccess, nil
+	return rcodeOf(nil), nil
 }
