@@ -20,17 +20,18 @@ const (
 	resultNXDomain
 	resultFallthrough
 	resultNotReady
+	resultSharedNXDomain
 	resultCount
 )
 
-var resultNames = [resultCount]string{"hit", "shortcut", "wildcard", "nodata", "nxdomain", "fallthrough", "not_ready"}
+var resultNames = [resultCount]string{"hit", "shortcut", "wildcard", "nodata", "nxdomain", "fallthrough", "not_ready", "shared_nxdomain"}
 
 var (
 	requests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "meshdns",
 		Name:      "requests_total",
-		Help:      "Queries meshdns handled, by result: hit, shortcut, wildcard, nodata, nxdomain, fallthrough, not_ready.",
+		Help:      "Queries meshdns handled, by result: hit, shortcut, wildcard, nodata, nxdomain, fallthrough, not_ready, shared_nxdomain.",
 	}, []string{"server", "result"})
 
 	entries = promauto.NewGaugeVec(prometheus.GaugeOpts{

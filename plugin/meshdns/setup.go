@@ -182,6 +182,9 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	}
 	m.table = table.New(table.Config{Domain: o.domain, Namespace: o.namespace, Search: o.search, TTL: o.ttl})
 	m.domain = dns.Fqdn(o.domain)
+	if s := newSiblings(o.search); len(s.suffixes) > 0 {
+		m.siblings = s
+	}
 	m.ttl = o.ttl
 	seen := map[string]bool{}
 	for _, s := range sources {
