@@ -158,8 +158,3 @@ func sortAddrs(in []netip.Addr) []netip.Addr {
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
 }
-
-func equalEntry(a, b table.Entry) bool {
-	return a.Host == b.Host && a.Registry == b.Registry && a.Target == b.Target &&
-		slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.Ports, b.Ports) && slices.Equal(a.Endpoints, b.Endpoints)
-}

@@ -146,3 +146,8 @@ func TestPickNamespace(t *testing.T) {
 		}
 	}
 }
+
+func equalEntry(a, b table.Entry) bool {
+	return a.Host == b.Host && a.Registry == b.Registry && a.Target == b.Target &&
+		slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.Ports, b.Ports) && slices.Equal(a.Endpoints, b.Endpoints)
+}

@@ -22,15 +22,18 @@ const exportToAnnotation = "networking.istio.io/exportTo"
 // autoAllocateLabel opts a ServiceEntry out of address allocation, as in istiod.
 const autoAllocateLabel = "networking.istio.io/enable-autoallocate-ip"
 
-// service is what the table needs from a Service.
+// service is what the table needs from a Service. It is also what the
+// informer cache holds (see slim.go).
 type service struct {
-	ns, name, host string
-	exportTo       []string
-	addrs          []netip.Addr // ClusterIPs
-	headless       bool
-	notReady       bool // publishNotReadyAddresses
-	target         string
-	ports          []table.Port
+	apiObject
+	host     string // <name>.<namespace>.svc.<domain>
+	version  string // resource version
+	exportTo []string
+	addrs    []netip.Addr // ClusterIPs
+	headless bool
+	notReady bool // publishNotReadyAddresses
+	target   string
+	ports    []table.Port
 }
 
 // endpoint is one address of an EndpointSlice.
@@ -42,13 +45,17 @@ type endpoint struct {
 
 // endpointSlice is what the table needs from an EndpointSlice.
 type endpointSlice struct {
-	service   string // "ns/name" of the Service it belongs to
-	endpoints []endpoint
+	apiObject
+	ns, name, version string
+	service           string // "ns/name" of the Service it belongs to
+	endpoints         []endpoint
 }
 
 // serviceEntry is what the table needs from a ServiceEntry.
 type serviceEntry struct {
+	apiObject
 	ns, name   string
+	version    string
 	created    time.Time
 	hosts      []string // qualified and lower-cased
 	exportTo   []string
@@ -69,12 +76,27 @@ type hostAddr struct {
 
 // workloadEntry is what the table needs from a WorkloadEntry.
 type workloadEntry struct {
-	ns     string
-	labels map[string]string
-	addr   netip.Addr // invalid when the address is not an IP
+	apiObject
+	ns, name, version string
+	labels            map[string]string
+	addr              netip.Addr // invalid when the address is not an IP
 }
 
 func (se *serviceEntry) key() string { return se.ns + "/" + se.name }
+
+// A Service keeps only its host: the name and namespace are its first two
+// labels, as neither can hold a dot (the API server checks both are DNS
+// labels).
+func (s *service) name() string {
+	name, _, _ := strings.Cut(s.host, ".")
+	return name
+}
+
+func (s *service) namespace() string {
+	_, rest, _ := strings.Cut(s.host, ".")
+	ns, _, _ := strings.Cut(rest, ".")
+	return ns
+}
 
 // serviceHost is the host of a Service, as istiod names it.
 func serviceHost(name, ns, domain string) string {
@@ -84,7 +106,7 @@ func serviceHost(name, ns, domain string) string {
 // convertService checks a Service and keeps what the table needs.
 func convertService(s *corev1.Service, domain string) (*service, error) {
 	out := &service{
-		ns: s.Namespace, name: s.Name, host: serviceHost(s.Name, s.Namespace, domain),
+		host: serviceHost(s.Name, s.Namespace, domain), version: s.ResourceVersion,
 		exportTo: splitList(s.Annotations[exportToAnnotation]),
 		notReady: s.Spec.PublishNotReadyAddresses,
 	}
@@ -121,6 +143,7 @@ func convertService(s *corev1.Service, domain string) (*service, error) {
 		out.ports = append(out.ports, table.Port{Name: strings.ToLower(p.Name), Number: uint16(p.Port), Protocol: proto})
 	}
 	sortPorts(out.ports)
+	out.ports = ports.intern(out.ports)
 	// The table checks the rest (host length, labels, target) the same way.
 	_, err := table.Normalize(table.Entry{Host: out.host, Registry: table.Kubernetes, Addrs: out.addrs, Ports: out.ports, Target: out.target})
 	return out, err
@@ -133,7 +156,7 @@ func convertEndpointSlice(s *discoveryv1.EndpointSlice) (*endpointSlice, error) 
 	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
 		return nil, nil
 	}
-	out := &endpointSlice{service: s.Namespace + "/" + svc}
+	out := &endpointSlice{ns: s.Namespace, name: s.Name, version: s.ResourceVersion, service: s.Namespace + "/" + svc}
 	for _, ep := range s.Endpoints {
 		// A nil ready condition means ready (discovery/v1 API docs).
 		ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
@@ -160,7 +183,7 @@ func convertEndpointSlice(s *discoveryv1.EndpointSlice) (*endpointSlice, error) 
 func convertServiceEntry(se *networkingv1.ServiceEntry, domain string) (*serviceEntry, error) {
 	spec := &se.Spec
 	out := &serviceEntry{
-		ns: se.Namespace, name: se.Name, created: se.CreationTimestamp.Time,
+		ns: se.Namespace, name: se.Name, version: se.ResourceVersion, created: se.CreationTimestamp.Time,
 		exportTo:   spec.ExportTo,
 		specAddrs:  len(spec.Addresses) > 0,
 		resolution: spec.Resolution,
@@ -219,6 +242,7 @@ func convertServiceEntry(se *networkingv1.ServiceEntry, domain string) (*service
 		out.ports = append(out.ports, table.Port{Name: strings.ToLower(p.GetName()), Number: uint16(p.GetNumber()), Protocol: proto})
 	}
 	sortPorts(out.ports)
+	out.ports = ports.intern(out.ports)
 	for _, h := range out.hosts {
 		if _, err := table.Normalize(table.Entry{Host: h, Addrs: out.addrs, Ports: out.ports}); err != nil {
 			return nil, err
@@ -237,7 +261,7 @@ func convertWorkloadEntry(we *networkingv1.WorkloadEntry) *workloadEntry {
 	for k, v := range we.Spec.Labels {
 		labels[k] = v
 	}
-	out := &workloadEntry{ns: we.Namespace, labels: labels}
+	out := &workloadEntry{ns: we.Namespace, name: we.Name, version: we.ResourceVersion, labels: labels}
 	if a, err := netip.ParseAddr(we.Spec.Address); err == nil {
 		out.addr = a.Unmap()
 	}

@@ -42,7 +42,7 @@ func TestConvertService(t *testing.T) {
 				ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10", "fd00::10"},
 				Ports: []corev1.ServicePort{{Name: "http", Port: 80}, {Name: "DNS", Port: 53, Protocol: corev1.ProtocolUDP}},
 			}},
-			want: service{ns: "shop", name: "web", host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.10", "fd00::10"),
+			want: service{host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.10", "fd00::10"),
 				ports: []table.Port{{Name: "dns", Number: 53, Protocol: table.UDP}, {Name: "http", Number: 80}}},
 		},
 		{
@@ -51,14 +51,14 @@ func TestConvertService(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "mysql", Annotations: map[string]string{exportToAnnotation: ". , shop"}},
 				Spec:       corev1.ServiceSpec{ClusterIP: "None", ClusterIPs: []string{"None"}, PublishNotReadyAddresses: true},
 			},
-			want: service{ns: "db", name: "mysql", host: "mysql.db.svc.cluster.local", headless: true, notReady: true, exportTo: []string{".", "shop"}},
+			want: service{host: "mysql.db.svc.cluster.local", headless: true, notReady: true, exportTo: []string{".", "shop"}},
 		},
 		{
 			name: "ExternalName",
 			svc: corev1.Service{ObjectMeta: meta("shop", "pay"), Spec: corev1.ServiceSpec{
 				Type: corev1.ServiceTypeExternalName, ExternalName: "pay.example.com",
 			}},
-			want: service{ns: "shop", name: "pay", host: "pay.shop.svc.cluster.local", target: "pay.example.com"},
+			want: service{host: "pay.shop.svc.cluster.local", target: "pay.example.com"},
 		},
 		{
 			name:    "invalid ClusterIP",

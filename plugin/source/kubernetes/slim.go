@@ -1,94 +1,140 @@
 package kubernetes
 
 import (
-	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 )
 
-// The informer caches keep only what convert* reads, as CoreDNS's kubernetes
-// plugin does: a cluster's objects are mostly fields DNS never looks at.
+// The informer transforms convert API objects at once, so the informer
+// caches hold meshdns's compact structs and the state shares them: a
+// cluster's objects are mostly fields DNS never looks at, and a second copy
+// per object is what made the source cost more than the table.
+//
+// The client-go store only needs a metav1.Object to key a cached object by
+// namespace/name and to tell a resync (same resource version) from a change:
+// each struct carries those three strings, and apiObject answers the rest.
 
-func slimMeta(m *metav1.ObjectMeta, labels, annotations map[string]string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion,
-		CreationTimestamp: m.CreationTimestamp, Labels: labels, Annotations: annotations,
+// skipped is cached for an object that gives no names: err says why it was
+// rejected, or is nil for one that is fine but not for DNS (an FQDN slice).
+type skipped struct {
+	apiObject
+	ns, name, version string
+	err               error
+}
+
+func serviceTransform(domain string) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		s, ok := obj.(*corev1.Service)
+		if !ok {
+			return obj, nil // already transformed
+		}
+		out, err := convertService(s, domain)
+		if err != nil {
+			return skip(&s.ObjectMeta, err), nil
+		}
+		return out, nil
 	}
 }
 
-func slimService(obj any) (any, error) {
-	s, ok := obj.(*corev1.Service)
-	if !ok {
-		return obj, nil
-	}
-	var ann map[string]string
-	if v, ok := s.Annotations[exportToAnnotation]; ok {
-		ann = map[string]string{exportToAnnotation: v}
-	}
-	out := &corev1.Service{
-		ObjectMeta: slimMeta(&s.ObjectMeta, nil, ann),
-		Spec: corev1.ServiceSpec{
-			Type: s.Spec.Type, ClusterIP: s.Spec.ClusterIP, ClusterIPs: s.Spec.ClusterIPs,
-			ExternalName: s.Spec.ExternalName, PublishNotReadyAddresses: s.Spec.PublishNotReadyAddresses,
-		},
-	}
-	for _, p := range s.Spec.Ports {
-		out.Spec.Ports = append(out.Spec.Ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port})
-	}
-	return out, nil
-}
-
-func slimEndpointSlice(obj any) (any, error) {
+func endpointSliceTransform(obj any) (any, error) {
 	s, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
 		return obj, nil
 	}
-	var labels map[string]string
-	if v, ok := s.Labels[discoveryv1.LabelServiceName]; ok {
-		labels = map[string]string{discoveryv1.LabelServiceName: v}
-	}
-	out := &discoveryv1.EndpointSlice{ObjectMeta: slimMeta(&s.ObjectMeta, labels, nil), AddressType: s.AddressType}
-	for _, ep := range s.Endpoints {
-		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{
-			Addresses: ep.Addresses, Hostname: ep.Hostname,
-			Conditions: discoveryv1.EndpointConditions{Ready: ep.Conditions.Ready},
-		})
+	out, err := convertEndpointSlice(s)
+	if out == nil {
+		return skip(&s.ObjectMeta, err), nil
 	}
 	return out, nil
 }
 
-func slimServiceEntry(obj any) (any, error) {
-	se, ok := obj.(*networkingv1.ServiceEntry)
-	if !ok {
-		return obj, nil
+func serviceEntryTransform(domain string) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		se, ok := obj.(*networkingv1.ServiceEntry)
+		if !ok {
+			return obj, nil
+		}
+		out, err := convertServiceEntry(se, domain)
+		if err != nil {
+			return skip(&se.ObjectMeta, err), nil
+		}
+		return out, nil
 	}
-	var labels map[string]string
-	if v, ok := se.Labels[autoAllocateLabel]; ok {
-		labels = map[string]string{autoAllocateLabel: v}
-	}
-	out := &networkingv1.ServiceEntry{
-		ObjectMeta: slimMeta(&se.ObjectMeta, labels, nil),
-		Spec: apinetworking.ServiceEntry{
-			Hosts: se.Spec.Hosts, Addresses: se.Spec.Addresses, Ports: se.Spec.Ports,
-			Resolution: se.Spec.Resolution, ExportTo: se.Spec.ExportTo, WorkloadSelector: se.Spec.WorkloadSelector,
-		},
-		Status: apinetworking.ServiceEntryStatus{Addresses: se.Status.Addresses},
-	}
-	for _, ep := range se.Spec.Endpoints {
-		out.Spec.Endpoints = append(out.Spec.Endpoints, &apinetworking.WorkloadEntry{Address: ep.GetAddress()})
-	}
-	return out, nil
 }
 
-func slimWorkloadEntry(obj any) (any, error) {
-	we, ok := obj.(*networkingv1.WorkloadEntry)
-	if !ok {
-		return obj, nil
+func workloadEntryTransform(obj any) (any, error) {
+	if we, ok := obj.(*networkingv1.WorkloadEntry); ok {
+		return convertWorkloadEntry(we), nil
 	}
-	return &networkingv1.WorkloadEntry{
-		ObjectMeta: slimMeta(&we.ObjectMeta, we.Labels, nil),
-		Spec:       apinetworking.WorkloadEntry{Address: we.Spec.Address, Labels: we.Spec.Labels},
-	}, nil
+	return obj, nil
 }
+
+// The store can key every cached struct.
+var (
+	_ metav1.Object = (*service)(nil)
+	_ metav1.Object = (*endpointSlice)(nil)
+	_ metav1.Object = (*serviceEntry)(nil)
+	_ metav1.Object = (*workloadEntry)(nil)
+	_ metav1.Object = (*skipped)(nil)
+)
+
+func skip(m *metav1.ObjectMeta, err error) *skipped {
+	return &skipped{ns: m.Namespace, name: m.Name, version: m.ResourceVersion, err: err}
+}
+
+func (s *skipped) GetNamespace() string       { return s.ns }
+func (s *skipped) GetName() string            { return s.name }
+func (s *skipped) GetResourceVersion() string { return s.version }
+
+func (s *service) GetNamespace() string       { return s.namespace() }
+func (s *service) GetName() string            { return s.name() }
+func (s *service) GetResourceVersion() string { return s.version }
+
+func (s *endpointSlice) GetNamespace() string       { return s.ns }
+func (s *endpointSlice) GetName() string            { return s.name }
+func (s *endpointSlice) GetResourceVersion() string { return s.version }
+
+func (se *serviceEntry) GetNamespace() string       { return se.ns }
+func (se *serviceEntry) GetName() string            { return se.name }
+func (se *serviceEntry) GetResourceVersion() string { return se.version }
+
+func (we *workloadEntry) GetNamespace() string       { return we.ns }
+func (we *workloadEntry) GetName() string            { return we.name }
+func (we *workloadEntry) GetResourceVersion() string { return we.version }
+
+// apiObject completes metav1.Object for the cached structs, which define
+// GetNamespace, GetName and GetResourceVersion themselves. It has no size;
+// nothing reads its fields and setters are no-ops.
+type apiObject struct{}
+
+func (apiObject) SetNamespace(string)                           {}
+func (apiObject) SetName(string)                                {}
+func (apiObject) GetGenerateName() string                       { return "" }
+func (apiObject) SetGenerateName(string)                        {}
+func (apiObject) GetUID() types.UID                             { return "" }
+func (apiObject) SetUID(types.UID)                              {}
+func (apiObject) SetResourceVersion(string)                     {}
+func (apiObject) GetGeneration() int64                          { return 0 }
+func (apiObject) SetGeneration(int64)                           {}
+func (apiObject) GetSelfLink() string                           { return "" }
+func (apiObject) SetSelfLink(string)                            {}
+func (apiObject) GetCreationTimestamp() metav1.Time             { return metav1.Time{} }
+func (apiObject) SetCreationTimestamp(metav1.Time)              {}
+func (apiObject) GetDeletionTimestamp() *metav1.Time            { return nil }
+func (apiObject) SetDeletionTimestamp(*metav1.Time)             {}
+func (apiObject) GetDeletionGracePeriodSeconds() *int64         { return nil }
+func (apiObject) SetDeletionGracePeriodSeconds(*int64)          {}
+func (apiObject) GetLabels() map[string]string                  { return nil }
+func (apiObject) SetLabels(map[string]string)                   {}
+func (apiObject) GetAnnotations() map[string]string             { return nil }
+func (apiObject) SetAnnotations(map[string]string)              {}
+func (apiObject) GetFinalizers() []string                       { return nil }
+func (apiObject) SetFinalizers([]string)                        {}
+func (apiObject) GetOwnerReferences() []metav1.OwnerReference   { return nil }
+func (apiObject) SetOwnerReferences([]metav1.OwnerReference)    {}
+func (apiObject) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
+func (apiObject) SetManagedFields([]metav1.ManagedFieldsEntry)  {}

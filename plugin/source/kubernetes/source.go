@@ -14,8 +14,6 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -105,10 +103,10 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 			transform cache.TransformFunc
 			handle    func(key string, obj any)
 		}{
-			{coreinformers.NewFilteredServiceInformer(kc, ns, 0, nil, selected), slimService, w.service},
-			{discoveryinformers.NewFilteredEndpointSliceInformer(kc, ns, 0, nil, nil), slimEndpointSlice, w.endpointSlice},
-			{serviceEntryInformer(ic, ns, selected), slimServiceEntry, w.serviceEntry},
-			{workloadEntryInformer(ic, ns), slimWorkloadEntry, w.workloadEntry},
+			{coreinformers.NewFilteredServiceInformer(kc, ns, 0, nil, selected), serviceTransform(s.Domain), w.service},
+			{discoveryinformers.NewFilteredEndpointSliceInformer(kc, ns, 0, nil, nil), endpointSliceTransform, w.endpointSlice},
+			{serviceEntryInformer(ic, ns, selected), serviceEntryTransform(s.Domain), w.serviceEntry},
+			{workloadEntryInformer(ic, ns), workloadEntryTransform, w.workloadEntry},
 		}
 		for _, k := range kinds {
 			if err := k.inf.SetTransform(k.transform); err != nil {
@@ -253,47 +251,34 @@ func (w *watcher) setUp(up bool, err error) {
 	w.sink.Up(up)
 }
 
+// The informers hand over objects their transform already converted (see
+// slim.go); nil is a deletion.
+
 func (w *watcher) service(key string, obj any) {
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
-	var s *service
-	if o, ok := obj.(*corev1.Service); ok {
-		var err error
-		if s, err = convertService(o, w.state.scope.domain); err != nil {
-			w.reject("Service", key, err)
-			s = nil
-		}
-	}
-	w.state.setService(ns, name, s)
+	w.state.setService(ns, name, converted[service](w, "Service", key, obj))
 }
 
 func (w *watcher) endpointSlice(key string, obj any) {
-	var s *endpointSlice
-	if o, ok := obj.(*discoveryv1.EndpointSlice); ok {
-		var err error
-		if s, err = convertEndpointSlice(o); err != nil {
-			w.reject("EndpointSlice", key, err)
-		}
-	}
-	w.state.setSlice(key, s)
+	w.state.setSlice(key, converted[endpointSlice](w, "EndpointSlice", key, obj))
 }
 
 func (w *watcher) serviceEntry(key string, obj any) {
-	var se *serviceEntry
-	if o, ok := obj.(*networkingv1.ServiceEntry); ok {
-		var err error
-		if se, err = convertServiceEntry(o, w.state.scope.domain); err != nil {
-			w.reject("ServiceEntry", key, err)
-		}
-	}
-	w.state.setServiceEntry(key, se)
+	w.state.setServiceEntry(key, converted[serviceEntry](w, "ServiceEntry", key, obj))
 }
 
 func (w *watcher) workloadEntry(key string, obj any) {
-	var we *workloadEntry
-	if o, ok := obj.(*networkingv1.WorkloadEntry); ok {
-		we = convertWorkloadEntry(o)
+	w.state.setWorkloadEntry(key, converted[workloadEntry](w, "WorkloadEntry", key, obj))
+}
+
+// converted returns the converted object, or nil: for a deletion, or for an
+// object the transform skipped, after rejecting it if it was bad.
+func converted[T any](w *watcher, kind, key string, obj any) *T {
+	if s, ok := obj.(*skipped); ok && s.err != nil {
+		w.reject(kind, key, s.err)
 	}
-	w.state.setWorkloadEntry(key, we)
+	o, _ := obj.(*T)
+	return o
 }
 
 func (w *watcher) reject(kind, key string, err error) {

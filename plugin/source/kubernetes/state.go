@@ -1,7 +1,9 @@
 package kubernetes
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"net/netip"
 	"slices"
@@ -19,9 +21,10 @@ type scope struct {
 	autoAllocate bool
 }
 
-// state holds the objects of one cluster, already converted, and the entries
-// last given to the sink. Each change recomputes only the hosts it touches
-// and sends only those whose entry changed.
+// state holds the objects of one cluster, already converted (the same ones
+// the informer caches hold), and a fingerprint of each entry last given to
+// the sink. Each change recomputes only the hosts it touches and sends only
+// those whose entry changed.
 type state struct {
 	scope scope
 	sink  source.Sink
@@ -35,7 +38,8 @@ type state struct {
 	sesOf    map[string]map[string]bool // host -> ServiceEntry keys
 	wes      map[string]*workloadEntry  // by "ns/name"
 	alloc    map[allocKey][]netip.Addr  // meshdns's own allocation
-	served   map[string]table.Entry     // by host: what the sink has
+	served   map[string]uint64          // by host: fingerprint of what the sink has
+	seed     maphash.Seed
 }
 
 func newState(sc scope, sink source.Sink) *state {
@@ -46,7 +50,8 @@ func newState(sc scope, sink source.Sink) *state {
 		ses: map[string]*serviceEntry{}, sesOf: map[string]map[string]bool{},
 		wes:    map[string]*workloadEntry{},
 		alloc:  map[allocKey][]netip.Addr{},
-		served: map[string]table.Entry{},
+		served: map[string]uint64{},
+		seed:   maphash.MakeSeed(),
 	}
 }
 
@@ -58,6 +63,7 @@ func (st *state) setService(ns, name string, s *service) {
 	if s == nil {
 		delete(st.services, host)
 	} else {
+		host = s.host // the same string, shared rather than a copy per map
 		st.services[host] = s
 	}
 	st.flush(map[string]bool{host: true})
@@ -170,11 +176,12 @@ func (st *state) sync() {
 	if st.scope.autoAllocate {
 		st.alloc = allocate(slices.Collect(maps.Values(st.ses)))
 	}
-	st.served = map[string]table.Entry{}
+	hosts := st.hosts()
+	st.served = make(map[string]uint64, len(hosts))
 	var entries []table.Entry
-	for _, h := range st.hosts() {
+	for _, h := range hosts {
 		if e, ok := st.build(h); ok {
-			st.served[h] = e
+			st.served[e.Host] = st.fingerprint(e)
 			entries = append(entries, e)
 		}
 	}
@@ -203,10 +210,12 @@ func (st *state) flush(affected map[string]bool) {
 		e, ok := st.build(h)
 		old, had := st.served[h]
 		switch {
-		case ok && (!had || !equalEntry(old, e)):
-			st.served[h] = e
-			upserts = append(upserts, e)
-		case !ok && had:
+		case ok:
+			if f := st.fingerprint(e); !had || f != old {
+				st.served[e.Host] = f
+				upserts = append(upserts, e)
+			}
+		case had:
 			delete(st.served, h)
 			deletes = append(deletes, h)
 		}
@@ -220,7 +229,7 @@ func (st *state) flush(affected map[string]bool) {
 // ServiceEntries of one namespace, merged.
 func (st *state) build(host string) (table.Entry, bool) {
 	client := st.scope.namespace
-	if s := st.services[host]; s != nil && visible(s.exportTo, s.ns, client) {
+	if s := st.services[host]; s != nil && visible(s.exportTo, s.namespace(), client) {
 		var eps []*endpointSlice
 		for k := range st.slicesOf[host] {
 			eps = append(eps, st.slices[k])
@@ -250,4 +259,42 @@ func (st *state) build(host string) (table.Entry, bool) {
 	e := externalEntry(host, win, wes, st.alloc)
 	// A ServiceEntry with no address is left to upstream DNS, as in Istio.
 	return e, len(e.Addrs) > 0
+}
+
+// fingerprint hashes an entry: the state keeps 8 bytes per host, not the
+// entry, to know whether a rebuilt entry differs from what the sink has.
+func (st *state) fingerprint(e table.Entry) uint64 {
+	var h maphash.Hash
+	h.SetSeed(st.seed)
+	var b []byte
+	b = appendString(b, e.Host)
+	b = append(b, byte(e.Registry))
+	b = appendString(b, e.Target)
+	b = binary.AppendUvarint(b, uint64(len(e.Addrs)))
+	for _, a := range e.Addrs {
+		b = appendAddr(b, a)
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.Ports)))
+	for _, p := range e.Ports {
+		b = appendString(b, p.Name)
+		b = binary.BigEndian.AppendUint16(b, p.Number)
+		b = append(b, byte(p.Protocol))
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.Endpoints)))
+	for _, ep := range e.Endpoints {
+		b = appendString(b, ep.Hostname)
+		b = appendAddr(b, ep.Addr)
+	}
+	h.Write(b)
+	return h.Sum64()
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// appendAddr writes netip.Addr's binary form (with any zone).
+func appendAddr(b []byte, a netip.Addr) []byte {
+	ab, _ := a.MarshalBinary()
+	return appendString(b, string(ab))
 }

@@ -63,7 +63,7 @@ func hostsOf(es []table.Entry) []string {
 func TestStateIncremental(t *testing.T) {
 	rec := &recorder{}
 	st := newState(scope{domain: "cluster.local"}, rec)
-	web := &service{ns: "shop", name: "web", host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.1")}
+	web := &service{host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.1")}
 	st.setService("shop", "web", web)
 	if len(rec.take()) != 0 {
 		t.Fatal("applied before the initial sync")
@@ -74,7 +74,7 @@ func TestStateIncremental(t *testing.T) {
 	}
 
 	// The same object again (a resync or a no-op update): nothing.
-	st.setService("shop", "web", &service{ns: "shop", name: "web", host: web.host, addrs: addrs("10.96.0.1")})
+	st.setService("shop", "web", &service{host: web.host, addrs: addrs("10.96.0.1")})
 	if a := rec.take(); len(a) != 0 {
 		t.Fatalf("unchanged service applied %v", a)
 	}
@@ -106,7 +106,7 @@ func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 	rec := &recorder{}
 	st := newState(scope{domain: "cluster.local"}, rec)
 	st.sync()
-	st.setService("db", "mysql", &service{ns: "db", name: "mysql", host: "mysql.db.svc.cluster.local", headless: true})
+	st.setService("db", "mysql", &service{host: "mysql.db.svc.cluster.local", headless: true})
 	st.setSlice("db/mysql-1", &endpointSlice{service: "db/mysql", endpoints: []endpoint{{hostname: "mysql-0", addr: addrs("10.1.0.1")[0], ready: true}}})
 	a := rec.take()
 	if len(a) != 2 || len(a[1].upserts[0].Endpoints) != 1 {
@@ -138,8 +138,8 @@ func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 func TestStateVisibilityAndConflicts(t *testing.T) {
 	rec := &recorder{}
 	st := newState(scope{domain: "cluster.local", namespace: "shop"}, rec)
-	st.setService("db", "private", &service{ns: "db", name: "private", host: "private.db.svc.cluster.local", exportTo: []string{"."}})
-	st.setService("db", "shared", &service{ns: "db", name: "shared", host: "shared.db.svc.cluster.local", exportTo: []string{"shop"}})
+	st.setService("db", "private", &service{host: "private.db.svc.cluster.local", exportTo: []string{"."}})
+	st.setService("db", "shared", &service{host: "shared.db.svc.cluster.local", exportTo: []string{"shop"}})
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")})
 	st.setServiceEntry("b/x", &serviceEntry{ns: "b", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.2")})
 	st.setServiceEntry("c/hidden", &serviceEntry{ns: "c", name: "hidden", hosts: []string{"hidden.example.com"}, exportTo: []string{"."},
@@ -183,5 +183,43 @@ func TestStateAutoAllocateAtSync(t *testing.T) {
 	st.sync()
 	if got := rec.replaced[0]; len(got) != 1 || len(got[0].Addrs) != 2 {
 		t.Fatalf("replace = %+v, want x.example.com with two allocated addresses", got)
+	}
+}
+
+// Any field of an entry changes its fingerprint: the state sends an entry
+// only when its fingerprint changed.
+func TestFingerprint(t *testing.T) {
+	st := newState(scope{domain: "cluster.local"}, &recorder{})
+	base := table.Entry{Host: "web.shop.svc.cluster.local", Registry: table.Kubernetes, Addrs: addrs("10.96.0.1"),
+		Ports: []table.Port{{Name: "http", Number: 80}}, Endpoints: []table.Endpoint{{Hostname: "a", Addr: addrs("10.1.0.1")[0]}}}
+	changes := map[string]func(e *table.Entry){
+		"host":              func(e *table.Entry) { e.Host = "web2.shop.svc.cluster.local" },
+		"registry":          func(e *table.Entry) { e.Registry = table.External },
+		"target":            func(e *table.Entry) { e.Target = "web.example.com" },
+		"address":           func(e *table.Entry) { e.Addrs = addrs("10.96.0.2") },
+		"mapped address":    func(e *table.Entry) { e.Addrs = addrs("::ffff:10.96.0.1") },
+		"one more address":  func(e *table.Entry) { e.Addrs = addrs("10.96.0.1", "fd00::1") },
+		"no address":        func(e *table.Entry) { e.Addrs = nil },
+		"port name":         func(e *table.Entry) { e.Ports = []table.Port{{Name: "web", Number: 80}} },
+		"port number":       func(e *table.Entry) { e.Ports = []table.Port{{Name: "http", Number: 81}} },
+		"port protocol":     func(e *table.Entry) { e.Ports = []table.Port{{Name: "http", Number: 80, Protocol: table.UDP}} },
+		"endpoint hostname": func(e *table.Entry) { e.Endpoints = []table.Endpoint{{Hostname: "b", Addr: addrs("10.1.0.1")[0]}} },
+		"endpoint address":  func(e *table.Entry) { e.Endpoints = []table.Endpoint{{Hostname: "a", Addr: addrs("10.1.0.2")[0]}} },
+		"no endpoint":       func(e *table.Entry) { e.Endpoints = nil },
+		// Fields must not run into each other.
+		"name into number": func(e *table.Entry) { e.Ports = []table.Port{{Name: "http\x00", Number: 80}} },
+	}
+	want := st.fingerprint(base)
+	same := base
+	same.Ports = slices.Clone(base.Ports)
+	if st.fingerprint(same) != want {
+		t.Error("equal entries differ")
+	}
+	for name, change := range changes {
+		e := base
+		change(&e)
+		if st.fingerprint(e) == want {
+			t.Errorf("%s: same fingerprint", name)
+		}
 	}
 }

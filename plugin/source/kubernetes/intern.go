@@ -1,0 +1,54 @@
+package kubernetes
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/meshdns/meshdns/plugin/table"
+)
+
+// ports shares the port lists objects have in common: most Services have one
+// of a few (http/80...), and the table keeps the list it is given, so one
+// shared list saves a copy per Service in the cache and in the table.
+var ports = &portLists{lists: map[string][]table.Port{}}
+
+// maxPortLists bounds the shared lists, so that a cluster of unique lists
+// does not grow them forever; lists past it are simply not shared.
+const maxPortLists = 4096
+
+// portLists is safe for concurrent use: informers transform concurrently.
+type portLists struct {
+	mu    sync.Mutex
+	lists map[string][]table.Port // by portKey
+}
+
+// intern returns the shared list equal to ps, which it must not modify after.
+func (p *portLists) intern(ps []table.Port) []table.Port {
+	if len(ps) == 0 {
+		return nil
+	}
+	key := portKey(ps)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if shared, ok := p.lists[string(key)]; ok {
+		return shared
+	}
+	if len(p.lists) < maxPortLists {
+		p.lists[string(key)] = ps
+	}
+	return ps
+}
+
+// portKey encodes a list without ambiguity, whatever the names hold (they
+// are checked later): each name comes after its length.
+func portKey(ps []table.Port) []byte {
+	var b []byte
+	for _, p := range ps {
+		b = strconv.AppendInt(b, int64(len(p.Name)), 10)
+		b = append(b, ':')
+		b = append(b, p.Name...)
+		b = strconv.AppendUint(b, uint64(p.Number), 10)
+		b = append(b, '/', byte('0'+p.Protocol), ';')
+	}
+	return b
+}
