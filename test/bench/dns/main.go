@@ -21,6 +21,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -49,7 +50,8 @@ var (
 	sizesFlag  = flag.String("sizes", "1000,100000", "table sizes (hosts: Services plus 2% ServiceEntries)")
 	k8sAll     = flag.Bool("k8s-100k", false, "run the kubernetes-source candidates at every size, not only the first (100k objects take ~10 min to create)")
 	only       = flag.String("candidates", "", "comma-separated candidate keys to run (default: all): "+candidateKeys())
-	duration   = flag.Duration("d", 10*time.Second, "dnsperf run per candidate × mix × size (whole seconds)")
+	duration   = flag.Duration("d", 10*time.Second, "dnsperf run per candidate × mix × size × round (whole seconds)")
+	rounds     = flag.Int("rounds", 3, "rounds of measurements, each through every candidate; QPS and ratios are the rounds' medians")
 	warmup     = flag.Duration("warmup", 2*time.Second, "dnsperf warm-up before each measured run (whole seconds)")
 	rate       = flag.Int("rate", 2000, "queries per second of the latency client")
 	latTime    = flag.Duration("latency-time", 3*time.Second, "how long the latency client runs per cell")
@@ -80,9 +82,11 @@ type bench struct {
 	upProc                  *proc
 	tmp                     string
 	createdSvcs, createdSEs int
-	cells                   []cell
+	cells                   []cell // the median round of each candidate, size and mix
+	rounds                  []cell // every round
 	walks                   []walkResult
 	profiles                []string
+	breakdowns              []breakdown
 	skipped                 []string
 }
 
@@ -102,6 +106,7 @@ type cell struct {
 	// during the run ÷ its duration: near 0 for a clean measurement.
 	foreign   float64
 	loadStart string
+	round     int
 }
 
 func main() {
@@ -150,12 +155,13 @@ func main() {
 			r.Fatalf("pin: %v", err)
 		}
 		time.Sleep(2 * time.Second) // let the API server quiet down
+		var run []candidate
 		for _, c := range cands {
-			if c.k8s && !withK8s {
-				continue
+			if !c.k8s || withK8s {
+				run = append(run, c)
 			}
-			b.run(c, d, k == 0)
 		}
+		b.runSize(run, d, k == 0)
 	}
 	if err := b.report(begin, startLoad, sizes); err != nil {
 		r.Fatalf("report: %v", err)
@@ -284,66 +290,147 @@ func aptInstall(pkg string) error {
 	return run("install", "-y", "--no-install-recommends", pkg)
 }
 
-// run measures candidate c on dataset d: every mix, then the profile and
-// the search-walk measurement where asked.
-func (b *bench) run(c candidate, d *dataset, first bool) {
+// runSize measures every candidate on dataset d. All the servers run at
+// once, pinned to CPU 0, idle but for the one being measured; the mixes are
+// measured in -rounds rounds, each going once through every candidate, so
+// that a change in the machine's speed during the run (other VMs on the host
+// come and go) hits every candidate alike, and ratios are taken within a
+// round. Then the profiles and, for the first size, the search walks.
+func (b *bench) runSize(cands []candidate, d *dataset, first bool) {
+	servers := make([]*server, len(cands))
+	defer func() {
+		for _, s := range servers {
+			if s != nil {
+				s.stop()
+			}
+		}
+	}()
+	for i, c := range cands {
+		servers[i] = b.startReady(c, d)
+	}
+	time.Sleep(time.Second)
+	for round := 1; round <= *rounds; round++ {
+		for _, m := range d.mixes {
+			for i, c := range cands {
+				cl := b.measureClean(c, servers[i], d, m)
+				cl.round = round
+				b.rounds = append(b.rounds, cl)
+				log.Printf("round %d, %s, %d hosts, mix %s: %.0f qps, p50 %s p99 %s, %s/query, RSS %.1f MiB, %s",
+					round, c.title, d.n, m.key, cl.perf.qps, cl.p50, cl.p99, cl.cpu, cl.rss/(1<<20), cl.perf.rcodes)
+			}
+		}
+	}
+	for _, c := range cands {
+		for _, m := range d.mixes {
+			b.cells = append(b.cells, b.medianCell(c.key, d.n, m.key))
+		}
+	}
+	for i, c := range cands {
+		if *profile && (c.key == "meshdns-file" || c.key == "hosts") {
+			for _, m := range d.mixes {
+				if err := b.profile(c, servers[i], d, m); err != nil {
+					b.fail(c, servers[i], "profile: %v", err)
+				}
+			}
+		}
+		if first && c.key != "floor" {
+			if err := b.walk(c, servers[i], d); err != nil {
+				b.fail(c, servers[i], "search walk: %v", err)
+			}
+		}
+	}
+}
+
+// startReady starts candidate c and returns once it answers every sampled
+// host of d correctly.
+func (b *bench) startReady(c candidate, d *dataset) *server {
 	load := loadavg()
 	log.Printf("%s, %d hosts: load average %s; starting", c.title, d.n, load)
 	s, err := b.start(c, d)
 	if err != nil {
 		b.r.Fatalf("%s: %v", c.title, err)
 	}
-	defer s.stop()
-	fail := func(f string, a ...any) {
-		if b.ctx.Err() != nil {
-			b.r.Fatalf("interrupted")
-		}
-		b.r.Logf("%s: last lines of its log:\n%s", c.title, s.logTail(30))
-		b.r.Fatalf(c.title+": "+f, a...)
-	}
+	s.loadStart = load
 	t0 := time.Now()
 	last := d.svcs[len(d.svcs)-1]
 	if err := waitAnswer(b.ctx, s.proc, s.addr, last.fqdn+".", last.ip.String(), 10*time.Minute); err != nil {
-		fail("%v", err)
+		s.stop()
+		b.fail(c, s, "%v", err)
 	}
 	log.Printf("%s: ready in %s", c.title, time.Since(t0).Round(time.Millisecond))
 	if err := check(c, s.addr, d); err != nil {
-		fail("%v", err)
+		s.stop()
+		b.fail(c, s, "%v", err)
 	}
-	time.Sleep(time.Second)
-	for _, m := range d.mixes {
-		var cl cell
-		for try := 1; try <= *tries; try++ {
-			x, err := b.measure(c, s, d, m)
-			if err != nil {
-				fail("mix %s: %v", m.key, err)
-			}
-			if try == 1 || x.foreign < cl.foreign {
-				cl = x
-			}
-			if cl.foreign <= *maxForeign {
-				break
-			}
-			log.Printf("%s, %d hosts, mix %s: other processes used %.0f%% of a CPU (try %d of %d)",
-				c.title, d.n, m.key, 100*x.foreign, try, *tries)
+	return s
+}
+
+func (b *bench) fail(c candidate, s *server, f string, a ...any) {
+	if b.ctx.Err() != nil {
+		b.r.Fatalf("interrupted")
+	}
+	b.r.Logf("%s: last lines of its log:\n%s", c.title, s.logTail(30))
+	b.r.Fatalf(c.title+": "+f, a...)
+}
+
+// measureClean measures mix m on s, again while other processes of the
+// machine disturb it, up to -tries times, and returns the cleanest try.
+func (b *bench) measureClean(c candidate, s *server, d *dataset, m mix) cell {
+	var cl cell
+	for try := 1; try <= *tries; try++ {
+		x, err := b.measure(c, s, d, m)
+		if err != nil {
+			b.fail(c, s, "mix %s: %v", m.key, err)
 		}
-		cl.loadStart = load
-		b.cells = append(b.cells, cl)
-		log.Printf("%s, %d hosts, mix %s: %.0f qps, p50 %s p99 %s, %s/query, RSS %.1f MiB, %s",
-			c.title, d.n, m.key, cl.perf.qps, cl.p50, cl.p99, cl.cpu, cl.rss/(1<<20), cl.perf.rcodes)
+		if try == 1 || x.foreign < cl.foreign {
+			cl = x
+		}
+		if cl.foreign <= *maxForeign {
+			break
+		}
+		log.Printf("%s, %d hosts, mix %s: other processes used %.0f%% of a CPU (try %d of %d)",
+			c.title, d.n, m.key, 100*x.foreign, try, *tries)
 	}
-	if *profile && (c.key == "meshdns-file" || c.key == "hosts") {
-		for _, m := range d.mixes {
-			if err := b.profile(c, s, d, m); err != nil {
-				fail("profile: %v", err)
-			}
+	cl.loadStart = s.loadStart
+	return cl
+}
+
+// medianCell is the round of candidate key, size n and mix m with the
+// median QPS.
+func (b *bench) medianCell(key string, n int, m string) cell {
+	var rs []cell
+	for _, c := range b.rounds {
+		if c.cand.key == key && c.size == n && c.mix.key == m {
+			rs = append(rs, c)
 		}
 	}
-	if first && c.key != "floor" {
-		if err := b.walk(c, s, d); err != nil {
-			fail("search walk: %v", err)
+	slices.SortFunc(rs, func(x, y cell) int { return cmp.Compare(x.perf.qps, y.perf.qps) })
+	return rs[(len(rs)-1)/2]
+}
+
+// ratioOf is the median over the rounds of candidate key's QPS ÷ peer's QPS
+// in the same round, for size n and mix m; 0 when either was not measured.
+func (b *bench) ratioOf(key, peer string, n int, m string) float64 {
+	byRound := map[int]float64{}
+	for _, c := range b.rounds {
+		if c.cand.key == peer && c.size == n && c.mix.key == m {
+			byRound[c.round] = c.perf.qps
 		}
 	}
+	var rs []float64
+	for _, c := range b.rounds {
+		if c.cand.key == key && c.size == n && c.mix.key == m && byRound[c.round] > 0 {
+			rs = append(rs, c.perf.qps/byRound[c.round])
+		}
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	slices.Sort(rs)
+	if len(rs)%2 == 0 {
+		return (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2
+	}
+	return rs[len(rs)/2]
 }
 
 // check asks a sample of the table's hosts and fails on a wrong answer.
@@ -452,6 +539,14 @@ func (b *bench) profile(c candidate, s *server, d *dataset, m mix) error {
 		out = append(fmt.Appendf(out, "\n### go tool pprof %s\n\n", strings.Join(args, " ")), top...)
 	}
 	b.profiles = append(b.profiles, filepath.Base(base)+".txt")
+	if frame, ok := pluginFrames[c.key]; ok {
+		x, err := profileBreakdown(base+".pprof", frame)
+		if err != nil {
+			return err
+		}
+		x.cand, x.n, x.mix = c, d.n, m.key
+		b.breakdowns = append(b.breakdowns, x)
+	}
 	return os.WriteFile(base+".txt", out, 0o644)
 }
 

@@ -31,11 +31,12 @@ func (b *bench) find(key string, n int, m string) *cell {
 	return nil
 }
 
-func ratio(a, b float64) string {
-	if a == 0 || b == 0 {
-		return "–"
+// ratioText is ratioOf for a table cell.
+func (b *bench) ratioText(key, peer string, n int, m string) string {
+	if r := b.ratioOf(key, peer, n, m); r > 0 {
+		return fmt.Sprintf("%.2f", r)
 	}
-	return fmt.Sprintf("%.2f", a/b)
+	return "–"
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond)) }
@@ -54,13 +55,14 @@ func (b *bench) report(begin time.Time, startLoad string, sizes []int) error {
 	}
 
 	p("## Throughput, latency, CPU and memory\n\n")
-	p("Each server alone on CPU %d with `GOMAXPROCS=1`; dnsperf (`-c 4 -q 100`, %s after a %s warm-up) on CPU %d. ", serverCPU, *duration, *warmup, clientCPU)
-	p("QPS from dnsperf at saturation; ×hosts and ×Istio are QPS ratios to CoreDNS hosts and to Istio's agent proxy on the same mix and size. ")
+	p("Every server on CPU %d with `GOMAXPROCS=1`, all of them started before the first measurement and idle but the one measured; dnsperf (`-c 4 -q 100`, %s after a %s warm-up) on CPU %d. ", serverCPU, *duration, *warmup, clientCPU)
+	p("The mixes are measured in %d rounds, each going once through every candidate, so that a change in the machine's speed during the run (other VMs on the host) hits all candidates alike. ", *rounds)
+	p("QPS from dnsperf at saturation, the median round (the other columns are from that round); *rounds*: QPS of each round, in thousands; ×hosts and ×Istio: the median over the rounds of the QPS ratio to CoreDNS hosts and to Istio's agent proxy in the same round, same mix and size. ")
 	p("p50/p99: round-trip times of a Go client sending the same mix at a fixed %d queries/s for %s (one UDP socket, CPU %d). ", *rate, *latTime, clientCPU)
 	p("CPU: the server's user+system time (/proc/PID/stat) during the dnsperf run ÷ queries answered. RSS: VmRSS after the runs. ")
 	p("Upstream: queries that reached the local upstream per 1000 queries. Answers: dnsperf's response codes. CPU 1: the share of CPU 1 that dnsperf and the upstream used (near 1.00 the client side, not the server, would be the limit). Foreign: CPU time of processes outside this benchmark (other users of the machine) during the run ÷ its duration; near 0 for a clean run; a cell above %.2f was measured again, up to %d times, and the cleanest try is shown.\n\n", *maxForeign, *tries)
-	p("| hosts | mix | candidate | QPS | ×hosts | ×Istio | p50 µs | p99 µs | CPU µs/query | RSS MiB | upstream /1k | answers | CPU 1 | foreign |\n")
-	p("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
+	p("| hosts | mix | candidate | QPS | rounds | ×hosts | ×Istio | p50 µs | p99 µs | CPU µs/query | RSS MiB | upstream /1k | answers | CPU 1 | foreign |\n")
+	p("| ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
 	order := map[string]int{}
 	for i, c := range candidates {
 		order[c.key] = i
@@ -69,12 +71,11 @@ func (b *bench) report(begin time.Time, startLoad string, sizes []int) error {
 		return cmp.Or(cmp.Compare(x.size, y.size), strings.Compare(x.mix.key, y.mix.key), cmp.Compare(order[x.cand.key], order[y.cand.key]))
 	})
 	for _, c := range b.cells {
-		var hq, iq float64
-		if h := b.find("hosts", c.size, c.mix.key); h != nil {
-			hq = h.perf.qps
-		}
-		if i := b.find("istio", c.size, c.mix.key); i != nil {
-			iq = i.perf.qps
+		var perRound []string
+		for _, r := range b.rounds {
+			if r.cand.key == c.cand.key && r.size == c.size && r.mix.key == c.mix.key {
+				perRound = append(perRound, fmt.Sprintf("%.1f", r.perf.qps/1000))
+			}
 		}
 		name := c.cand.title
 		if strings.HasPrefix(c.cand.key, "meshdns") {
@@ -88,8 +89,9 @@ func (b *bench) report(begin time.Time, startLoad string, sizes []int) error {
 		if c.foreign > *maxForeign {
 			foreign = "**" + foreign + "** (disturbed)"
 		}
-		p("| %s | %s | %s | %.0f | %s | %s | %s | %s | %.1f | %.1f | %.0f | %s%s | %.2f | %s |\n",
-			sizeLabel(c.size), c.mix.key, name, c.perf.qps, ratio(c.perf.qps, hq), ratio(c.perf.qps, iq),
+		p("| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.1f | %.1f | %.0f | %s%s | %.2f | %s |\n",
+			sizeLabel(c.size), c.mix.key, name, c.perf.qps, strings.Join(perRound, " / "),
+			b.ratioText(c.cand.key, "hosts", c.size, c.mix.key), b.ratioText(c.cand.key, "istio", c.size, c.mix.key),
 			us(c.p50), us(c.p99), float64(c.cpu)/float64(time.Microsecond), c.rss/(1<<20), c.upPer1k, c.perf.rcodes, lost, c.clientBusy, foreign)
 	}
 	p("\nLoad average (1, 5, 15 min) when each server started:")
@@ -101,6 +103,7 @@ func (b *bench) report(begin time.Time, startLoad string, sizes []int) error {
 	p("\n\n![QPS per candidate](qps.png)\n\n")
 
 	b.targets(p, sizes)
+	b.reportBreakdowns(p)
 
 	p("## ndots:5 lookups: queries per lookup and time to resolve\n\n")
 	p("A pod in namespace `%s` with `search %s` and `options ndots:%d` resolves each name as glibc's getaddrinfo does: ", clientNS, strings.Join(searchDomains, " "), ndots)
@@ -168,8 +171,8 @@ func (b *bench) targets(p func(string, ...any), sizes []int) {
 				peer, mix string
 				min       float64
 			}{{"istio", "a", 1.10}, {"hosts", "a", 1.10}, {"floor", "a", 0.90}, {"istio", "b", 1.5}} {
-				m, o := qps(src, n, t.mix), qps(t.peer, n, t.mix)
-				row(fmt.Sprintf("%s, %s, mix (%s): QPS ≥ %.2f× %s", src, s, t.mix, t.min, t.peer), m/o, m/o >= t.min, m > 0 && o > 0)
+				r := b.ratioOf(src, t.peer, n, t.mix)
+				row(fmt.Sprintf("%s, %s, mix (%s): QPS ≥ %.2f× %s (median of the rounds)", src, s, t.mix, t.min, t.peer), r, r >= t.min, r > 0)
 			}
 		}
 	}

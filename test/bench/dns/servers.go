@@ -40,6 +40,7 @@ var candidates = []candidate{
 type server struct {
 	*proc
 	addr, pprof string
+	loadStart   string // load average when it started
 }
 
 // corefile is the Corefile of a CoreDNS candidate: the plugin block, then
