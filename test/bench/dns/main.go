@@ -50,11 +50,12 @@ var (
 	sizesFlag  = flag.String("sizes", "1000,100000", "table sizes (hosts: Services plus 2% ServiceEntries)")
 	k8sAll     = flag.Bool("k8s-100k", false, "run the kubernetes-source candidates at every size, not only the first (100k objects take ~10 min to create)")
 	only       = flag.String("candidates", "", "comma-separated candidate keys to run (default: all): "+candidateKeys())
-	duration   = flag.Duration("d", 10*time.Second, "dnsperf run per candidate × mix × size × round (whole seconds)")
-	rounds     = flag.Int("rounds", 3, "rounds of measurements, each through every candidate; QPS and ratios are the rounds' medians")
+	duration   = flag.Duration("d", 6*time.Second, "dnsperf run per candidate × mix × size × round (whole seconds)")
+	mixesFlag  = flag.String("mixes", "a,b", "query mixes to measure")
+	rounds     = flag.Int("rounds", 5, "rounds of measurements, each through every candidate; QPS and ratios are the rounds' medians")
 	warmup     = flag.Duration("warmup", 2*time.Second, "dnsperf warm-up before each measured run (whole seconds)")
 	rate       = flag.Int("rate", 2000, "queries per second of the latency client")
-	latTime    = flag.Duration("latency-time", 3*time.Second, "how long the latency client runs per cell")
+	latTime    = flag.Duration("latency-time", 2*time.Second, "how long the latency client runs per cell")
 	nLookups   = flag.Int("lookups", 20000, "lookups expanded into mix (b)")
 	ndotsN     = flag.Int("ndots-lookups", 100, "lookups per kind in the ndots:5 search-walk measurement")
 	rtt        = flag.Duration("upstream-rtt", time.Millisecond, "upstream answer delay during the search-walk measurement")
@@ -308,9 +309,15 @@ func (b *bench) runSize(cands []candidate, d *dataset, first bool) {
 	for i, c := range cands {
 		servers[i] = b.startReady(c, d)
 	}
+	var mixes []mix
+	for _, m := range d.mixes {
+		if slices.Contains(strings.Split(*mixesFlag, ","), m.key) {
+			mixes = append(mixes, m)
+		}
+	}
 	time.Sleep(time.Second)
 	for round := 1; round <= *rounds; round++ {
-		for _, m := range d.mixes {
+		for _, m := range mixes {
 			for i, c := range cands {
 				cl := b.measureClean(c, servers[i], d, m)
 				cl.round = round
@@ -321,13 +328,13 @@ func (b *bench) runSize(cands []candidate, d *dataset, first bool) {
 		}
 	}
 	for _, c := range cands {
-		for _, m := range d.mixes {
+		for _, m := range mixes {
 			b.cells = append(b.cells, b.medianCell(c.key, d.n, m.key))
 		}
 	}
 	for i, c := range cands {
 		if *profile && (c.key == "meshdns-file" || c.key == "hosts") {
-			for _, m := range d.mixes {
+			for _, m := range mixes {
 				if err := b.profile(c, servers[i], d, m); err != nil {
 					b.fail(c, servers[i], "profile: %v", err)
 				}
