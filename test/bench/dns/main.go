@@ -59,7 +59,7 @@ var (
 	nLookups   = flag.Int("lookups", 20000, "lookups expanded into mix (b)")
 	ndotsN     = flag.Int("ndots-lookups", 100, "lookups per kind in the ndots:5 search-walk measurement")
 	rtt        = flag.Duration("upstream-rtt", time.Millisecond, "upstream answer delay during the search-walk measurement")
-	profile    = flag.Bool("profile", true, "CPU-profile meshdns (file) and CoreDNS hosts for each mix and size, after the measured runs")
+	profile    = flag.Bool("profile", true, "CPU-profile meshdns (file and kubernetes) and CoreDNS hosts for each mix and size, after the measured runs")
 	maxForeign = flag.Float64("max-foreign", 0.05, "measure a cell again when processes outside this benchmark used more than this share of a CPU during it")
 	tries      = flag.Int("tries", 3, "measurements per cell at most (the cleanest is kept; see -max-foreign)")
 	binDirFlag = flag.String("bin", "../bin", "directory of coredns, istio-dns, etcd and kube-apiserver")
@@ -333,7 +333,7 @@ func (b *bench) runSize(cands []candidate, d *dataset, first bool) {
 		}
 	}
 	for i, c := range cands {
-		if *profile && (c.key == "meshdns-file" || c.key == "hosts") {
+		if *profile && (c.key == "meshdns-file" || c.key == "meshdns-k8s" || c.key == "hosts") {
 			for _, m := range mixes {
 				if err := b.profile(c, servers[i], d, m); err != nil {
 					b.fail(c, servers[i], "profile: %v", err)
