@@ -30,8 +30,8 @@ import (
 const port = 1053
 
 func main() {
-	r := &runner{}
-	defer r.teardown()
+	r := &harness.Runner{Prefix: "meshdns-demo-"}
+	defer r.Teardown()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -177,46 +177,5 @@ func applyMesh(ctx context.Context, cp *harness.ControlPlane) error {
 var https = []*apinetworking.ServicePort{{Number: 443, Name: "https", Protocol: "TLS"}}
 
 func om(ns, name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: ns, Name: name} }
-
-// runner is a harness.TB outside go test: cleanups run at teardown, and a
-// fatal error tears down and exits.
-type runner struct {
-	cleanups []func()
-	dirs     []string
-	failed   bool
-}
-
-func (r *runner) Helper()                 {}
-func (r *runner) Cleanup(f func())        { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Failed() bool            { return r.failed }
-func (r *runner) Logf(f string, a ...any) { log.Printf(f, a...) }
-
-func (r *runner) TempDir() string {
-	dir, err := os.MkdirTemp("", "meshdns-demo-")
-	if err != nil {
-		r.Fatalf("temp dir: %v", err)
-	}
-	r.dirs = append(r.dirs, dir)
-	return dir
-}
-
-func (r *runner) Fatalf(f string, a ...any) {
-	r.failed = true
-	log.Printf(f, a...)
-	r.teardown()
-	os.Exit(1)
-}
-
-// teardown runs the cleanups last-in first-out, as testing does.
-func (r *runner) teardown() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	r.cleanups = nil
-	for _, d := range r.dirs {
-		os.RemoveAll(d)
-	}
-	r.dirs = nil
-}
 
 func init() { log.SetFlags(log.Ltime) }

@@ -75,7 +75,7 @@ const (
 )
 
 type bench struct {
-	r                       *runner
+	r                       *harness.Runner
 	ctx                     context.Context
 	cp                      *harness.ControlPlane
 	binDir, istioBin, self  string
@@ -117,8 +117,8 @@ func main() {
 		log.Fatal(serve(*serveKind, *serveAddr, *serveHosts))
 	}
 	begin, startLoad := time.Now(), loadavg()
-	r := &runner{}
-	defer r.teardown()
+	r := &harness.Runner{Prefix: "meshdns-bench-dns-"}
+	defer r.Teardown()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
@@ -127,7 +127,7 @@ func main() {
 		s := <-sigs
 		log.Printf("%s: tearing down", s)
 		cancel()
-		r.interrupt()
+		r.Interrupt()
 	}()
 
 	b := &bench{r: r, ctx: ctx}

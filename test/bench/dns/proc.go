@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"os"
 	"os/exec"
@@ -16,80 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshdns/meshdns/test/harness"
 )
-
-// runner is a harness.TB outside go test: cleanups run at teardown, once, and
-// a fatal error or a signal tears down and exits.
-type runner struct {
-	mu       sync.Mutex
-	cleanups []func()
-	dirs     []string
-	failed   bool
-	stopping bool
-}
-
-func (r *runner) Helper()                 {}
-func (r *runner) Logf(f string, a ...any) { log.Printf(f, a...) }
-
-func (r *runner) Cleanup(f func()) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cleanups = append(r.cleanups, f)
-}
-
-func (r *runner) Failed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.failed
-}
-
-func (r *runner) TempDir() string {
-	dir, err := os.MkdirTemp("", "meshdns-bench-dns-")
-	if err != nil {
-		r.Fatalf("temp dir: %v", err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.dirs = append(r.dirs, dir)
-	return dir
-}
-
-func (r *runner) Fatalf(f string, a ...any) {
-	r.mu.Lock()
-	r.failed = true
-	stopping := r.stopping
-	r.mu.Unlock()
-	if stopping {
-		select {} // the interrupt is tearing down and exits
-	}
-	log.Printf(f, a...)
-	r.teardown()
-	os.Exit(1)
-}
-
-// interrupt tears down and exits, on a signal.
-func (r *runner) interrupt() {
-	r.mu.Lock()
-	r.stopping = true
-	r.mu.Unlock()
-	r.teardown()
-	os.Exit(130)
-}
-
-// teardown runs the cleanups last-in first-out, then removes the temporary
-// directories.
-func (r *runner) teardown() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	r.cleanups = nil
-	for _, d := range r.dirs {
-		os.RemoveAll(d)
-	}
-	r.dirs = nil
-}
 
 // proc is a server process in its own process group, killed by the kernel
 // if this program dies.
@@ -104,7 +32,7 @@ type proc struct {
 
 // startProc runs argv with extra environment, output to logPath, and
 // registers its stop with r.
-func startProc(r *runner, name string, argv, env []string, logPath string) (*proc, error) {
+func startProc(r *harness.Runner, name string, argv, env []string, logPath string) (*proc, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err

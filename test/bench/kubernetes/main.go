@@ -85,7 +85,7 @@ type result struct {
 }
 
 type bench struct {
-	r      *runner
+	r      *harness.Runner
 	ctx    context.Context
 	cp     *harness.ControlPlane
 	client kubernetes.Interface
@@ -96,8 +96,8 @@ type bench struct {
 func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
-	r := &runner{}
-	defer r.teardown()
+	r := &harness.Runner{Prefix: "meshdns-bench-"}
+	defer r.Teardown()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
@@ -105,7 +105,8 @@ func main() {
 	go func() {
 		s := <-sigs
 		log.Printf("%s: tearing down", s)
-		r.interrupt(cancel)
+		cancel()
+		r.Interrupt()
 	}()
 
 	if *nServices < 1 || *nCreates < 1 || *nNamespaces < 1 {

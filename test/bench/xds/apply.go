@@ -84,7 +84,7 @@ func check(k, n int, res table.Result) error {
 // applyInProcess runs meshdns's xds source in this process against the fake
 // server, into a table.Table, for rounds rounds of the three pushes, each
 // round with a new table and a new connection.
-func applyInProcess(r *runner, f *fakeADS, n, rounds int) [nPushes]applyResult {
+func applyInProcess(r *harness.Runner, f *fakeADS, n, rounds int) [nPushes]applyResult {
 	var samples [nPushes][]timing
 	var bytes int
 	for range rounds {
@@ -137,7 +137,7 @@ func applyInProcess(r *runner, f *fakeADS, n, rounds int) [nPushes]applyResult {
 // applyCoreDNS runs bin/coredns with an xds source against the fake server,
 // a new process per round, and times each push from sending it to its ACK
 // (which the source sends after applying the push).
-func applyCoreDNS(r *runner, f *fakeADS, n, rounds int) [nPushes]applyResult {
+func applyCoreDNS(r *harness.Runner, f *fakeADS, n, rounds int) [nPushes]applyResult {
 	var samples [nPushes][]timing
 	var bytes int
 	for range rounds {
@@ -193,7 +193,7 @@ func summarize(n, bytes int, samples [nPushes][]timing) [nPushes]applyResult {
 
 // startCoreDNS runs bin/coredns with a meshdns block of body, waiting only
 // until it serves DNS (its source may be waiting for a push); stop ends it.
-func startCoreDNS(r *runner, body string) (*harness.CoreDNS, func()) {
+func startCoreDNS(r *harness.Runner, body string) (*harness.CoreDNS, func()) {
 	ports := harness.FreePorts(r, 2)
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
 	metrics := "127.0.0.1:" + strconv.Itoa(ports[1])

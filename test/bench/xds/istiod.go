@@ -43,7 +43,7 @@ func (w *watcher) seen(host string) (time.Time, bool) {
 // pushToAnswer runs a real istiod against a real API server with background
 // Services, bin/coredns with an xds source, and creates Services one at a
 // time.
-func pushToAnswer(r *runner, background, creates int) answerResult {
+func pushToAnswer(r *harness.Runner, background, creates int) answerResult {
 	cp := harness.Start(r)
 	istiod := harness.StartIstiod(r, cp)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -27,9 +27,10 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshdns/meshdns/test/harness"
 )
 
 var (
@@ -44,14 +45,13 @@ var (
 func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
-	r := &runner{}
-	defer r.teardown()
+	r := &harness.Runner{Prefix: "meshdns-bench-xds-"}
+	defer r.Teardown()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sigs
-		r.teardown()
-		os.Exit(130)
+		r.Interrupt()
 	}()
 	var sizes []int
 	for f := range strings.SplitSeq(*sizesFlag, ",") {
@@ -178,60 +178,4 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
-}
-
-// runner is a harness.TB outside go test: cleanups run at teardown.
-type runner struct {
-	mu       sync.Mutex
-	cleanups []func()
-	dirs     []string
-	failed   bool
-}
-
-func (r *runner) Helper()                 {}
-func (r *runner) Logf(f string, a ...any) { log.Printf(f, a...) }
-
-func (r *runner) Cleanup(f func()) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cleanups = append(r.cleanups, f)
-}
-
-func (r *runner) Failed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.failed
-}
-
-func (r *runner) TempDir() string {
-	dir, err := os.MkdirTemp("", "meshdns-bench-xds-")
-	if err != nil {
-		r.Fatalf("temp dir: %v", err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.dirs = append(r.dirs, dir)
-	return dir
-}
-
-func (r *runner) Fatalf(f string, a ...any) {
-	r.mu.Lock()
-	r.failed = true
-	r.mu.Unlock()
-	log.Printf(f, a...)
-	r.teardown()
-	os.Exit(1)
-}
-
-func (r *runner) teardown() {
-	r.mu.Lock()
-	cleanups, dirs := r.cleanups, r.dirs
-	r.cleanups, r.dirs = nil, nil
-	r.mu.Unlock()
-	for i := len(cleanups) - 1; i >= 0; i-- {
-		cleanups[i]()
-	}
-	for _, d := range dirs {
-		os.RemoveAll(d)
-	}
 }
