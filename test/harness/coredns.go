@@ -17,7 +17,7 @@ type CoreDNS struct {
 	Addr string
 	// MetricsURL is where the prometheus plugin serves.
 	MetricsURL string
-	p          *process
+	p          *Process
 }
 
 // StartCoreDNS runs bin/coredns on a free loopback port with a Corefile
@@ -57,14 +57,14 @@ func StartCoreDNSAt(t TB, port int, body string) *CoreDNS {
 	}
 	c := &CoreDNS{Addr: addr, MetricsURL: "http://" + metrics + "/metrics", p: p}
 	t.Cleanup(func() {
-		p.stop(stopGrace)
+		p.Stop()
 		if t.Failed() {
-			t.Logf("harness: last lines of the coredns log:\n%s", p.logTail(40))
+			t.Logf("harness: last lines of the coredns log:\n%s", p.LogTail(40))
 		}
 	})
 	begin := time.Now()
 	if err := waitReady(p, "http://"+ready+"/ready", ""); err != nil {
-		t.Logf("harness: Corefile:\n%s\nlast lines of the coredns log:\n%s", corefile, p.logTail(40))
+		t.Logf("harness: Corefile:\n%s\nlast lines of the coredns log:\n%s", corefile, p.LogTail(40))
 		t.Fatalf("harness: %v", err)
 	}
 	t.Logf("harness: coredns ready in %s on %s", time.Since(begin).Round(time.Millisecond), addr)
@@ -72,7 +72,7 @@ func StartCoreDNSAt(t TB, port int, body string) *CoreDNS {
 }
 
 // Log returns the last n lines of the CoreDNS log.
-func (c *CoreDNS) Log(n int) string { return c.p.logTail(n) }
+func (c *CoreDNS) Log(n int) string { return c.p.LogTail(n) }
 
 // Metric returns the value of the first sample whose line starts with
 // prefix (a metric name with labels, as exposed), or "" if there is none.

@@ -47,9 +47,9 @@ func StartCoreDNSWith(t TB, cfg CoreDNSConfig) *CoreDNS {
 		c.MetricsURL = "http://" + cfg.MetricsAddr + "/metrics"
 	}
 	t.Cleanup(func() {
-		p.stop(stopGrace)
+		p.Stop()
 		if t.Failed() {
-			t.Logf("harness: last lines of the coredns log (%s):\n%s", cfg.Corefile, p.logTail(40))
+			t.Logf("harness: last lines of the coredns log (%s):\n%s", cfg.Corefile, p.LogTail(40))
 		}
 	})
 	begin := time.Now()
@@ -59,7 +59,7 @@ func StartCoreDNSWith(t TB, cfg CoreDNSConfig) *CoreDNS {
 		err = waitAnswers(p, cfg.Addr)
 	}
 	if err != nil {
-		t.Logf("harness: last lines of the coredns log:\n%s", p.logTail(40))
+		t.Logf("harness: last lines of the coredns log:\n%s", p.LogTail(40))
 		t.Fatalf("harness: %s: %v", cfg.Corefile, err)
 	}
 	t.Logf("harness: coredns up in %s on %s (%s)", time.Since(begin).Round(time.Millisecond), cfg.Addr, cfg.Corefile)
@@ -67,7 +67,7 @@ func StartCoreDNSWith(t TB, cfg CoreDNSConfig) *CoreDNS {
 }
 
 // waitAnswers polls addr over UDP until it answers a query with any rcode.
-func waitAnswers(p *process, addr string) error {
+func waitAnswers(p *Process, addr string) error {
 	c := &dns.Client{Timeout: 500 * time.Millisecond}
 	m := new(dns.Msg)
 	m.SetQuestion("harness.probe.invalid.", dns.TypeA)
@@ -88,10 +88,10 @@ func waitAnswers(p *process, addr string) error {
 
 // Stop stops this CoreDNS (SIGTERM, then SIGKILL) and waits until it is
 // gone; its ports are free again when Stop returns.
-func (c *CoreDNS) Stop() { c.p.stop(stopGrace) }
+func (c *CoreDNS) Stop() { c.p.Stop() }
 
 // Exited reports whether the process has exited.
-func (c *CoreDNS) Exited() bool { return c.p.exited() }
+func (c *CoreDNS) Exited() bool { return c.p.Exited() }
 
 // FreePorts returns n distinct TCP ports that are free on 127.0.0.1.
 func FreePorts(t TB, n int) []int {

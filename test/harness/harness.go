@@ -63,8 +63,8 @@ type ControlPlane struct {
 	apiserverURL  string
 	apiserverBin  string
 	apiserverArgs []string
-	etcd          *process
-	apiserver     *process
+	etcd          *Process
+	apiserver     *Process
 }
 
 // Start starts etcd and kube-apiserver, installs the Istio CRDs, creates the
@@ -142,17 +142,17 @@ func Start(t TB) *ControlPlane {
 // StopAPIServer stops the kube-apiserver; etcd keeps running.
 func (cp *ControlPlane) StopAPIServer() {
 	cp.t.Helper()
-	if cp.apiserver == nil || cp.apiserver.exited() {
+	if cp.apiserver == nil || cp.apiserver.Exited() {
 		cp.t.Fatalf("harness: StopAPIServer: the API server is not running")
 	}
-	cp.apiserver.stop(stopGrace)
+	cp.apiserver.Stop()
 }
 
 // StartAPIServer starts the kube-apiserver again, on the same port and with
 // the same etcd, and waits until it is ready.
 func (cp *ControlPlane) StartAPIServer() {
 	cp.t.Helper()
-	if cp.apiserver != nil && !cp.apiserver.exited() {
+	if cp.apiserver != nil && !cp.apiserver.Exited() {
 		cp.t.Fatalf("harness: StartAPIServer: the API server is already running")
 	}
 	begin := time.Now()
@@ -171,10 +171,10 @@ func (cp *ControlPlane) StartAPIServer() {
 // Start and may be called more than once.
 func (cp *ControlPlane) Stop() {
 	if cp.apiserver != nil {
-		cp.apiserver.stop(stopGrace)
+		cp.apiserver.Stop()
 	}
 	if cp.etcd != nil {
-		cp.etcd.stop(stopGrace)
+		cp.etcd.Stop()
 	}
 }
 
@@ -246,15 +246,15 @@ func (cp *ControlPlane) connect() error {
 }
 
 // fatal stops everything and fails the test with the end of p's log.
-func (cp *ControlPlane) fatal(p *process, err error) {
+func (cp *ControlPlane) fatal(p *Process, err error) {
 	cp.t.Helper()
 	cp.Stop()
-	cp.t.Logf("harness: last lines of the %s log:\n%s", p.name, p.logTail(80))
+	cp.t.Logf("harness: last lines of the %s log:\n%s", p.name, p.LogTail(80))
 	cp.t.Fatalf("harness: %v", err)
 }
 
 // waitReady polls url until it answers 200 OK, p exits or readyTimeout passes.
-func waitReady(p *process, url, token string) error {
+func waitReady(p *Process, url, token string) error {
 	client := &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{

@@ -123,7 +123,7 @@ func TestControlPlane(t *testing.T) {
 
 	// Stop really ends both processes and frees the API server's port.
 	cp.Stop()
-	for _, p := range []*process{cp.apiserver, cp.etcd} {
+	for _, p := range []*Process{cp.apiserver, cp.etcd} {
 		if err := syscall.Kill(p.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("%s (pid %d) still exists after Stop: %v", p.name, p.cmd.Process.Pid, err)
 		}

@@ -48,7 +48,7 @@ type Istiod struct {
 	dir   string
 	argv  []string
 	ports []int // every port it is told to listen on
-	p     *process
+	p     *Process
 }
 
 // StartIstiod runs bin/pilot-discovery against cp on free loopback ports
@@ -104,9 +104,9 @@ func StartIstiod(t TB, cp *ControlPlane) *Istiod {
 		if d.p == nil {
 			return
 		}
-		d.p.stop(stopGrace)
+		d.p.Stop()
 		if t.Failed() {
-			t.Logf("harness: last lines of the istiod log:\n%s", d.p.logTail(60))
+			t.Logf("harness: last lines of the istiod log:\n%s", d.p.LogTail(60))
 		}
 	})
 	d.start(envBin)
@@ -122,8 +122,8 @@ func (d *Istiod) start(envBin string) {
 	}
 	d.p = p
 	if err := waitReady(p, "http://"+d.HTTPAddr+"/ready", ""); err != nil {
-		p.stop(stopGrace)
-		d.t.Logf("harness: last lines of the istiod log:\n%s", p.logTail(80))
+		p.Stop()
+		d.t.Logf("harness: last lines of the istiod log:\n%s", p.LogTail(80))
 		d.t.Fatalf("harness: %v", err)
 	}
 	d.t.Logf("harness: istiod ready in %s, xDS on %s (plaintext) and %s (TLS)",
@@ -134,7 +134,7 @@ func (d *Istiod) start(envBin string) {
 // called more than once.
 func (d *Istiod) Stop() {
 	if d.p != nil {
-		d.p.stop(stopGrace)
+		d.p.Stop()
 	}
 }
 
@@ -152,7 +152,7 @@ func (d *Istiod) Restart() {
 }
 
 // Log returns the last n lines of the istiod log.
-func (d *Istiod) Log(n int) string { return d.p.logTail(n) }
+func (d *Istiod) Log(n int) string { return d.p.LogTail(n) }
 
 // RootCert returns istiod's root certificate (PEM) from ConfigMap
 // istio-ca-root-cert in istio-system, waiting for istiod to write it.
@@ -172,7 +172,7 @@ func (d *Istiod) RootCert() []byte {
 		return len(root) > 0, nil
 	})
 	if err != nil {
-		d.t.Logf("harness: last lines of the istiod log:\n%s", d.p.logTail(60))
+		d.t.Logf("harness: last lines of the istiod log:\n%s", d.p.LogTail(60))
 		d.t.Fatalf("harness: no root certificate in ConfigMap %s/%s after %s: %v (last error: %v)",
 			IstiodNamespace, IstioRootCertConfigMap, readyTimeout, err, last)
 	}

@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// process is a child process running in its own process group, with its
-// combined output appended to a log file.
-type process struct {
+// Process is a child process running in its own process group, with its
+// combined output appended to a log file. The benchmarks run their servers
+// with it too.
+type Process struct {
 	name    string
 	logPath string
 	cmd     *exec.Cmd
@@ -20,7 +21,14 @@ type process struct {
 	err     error         // result of Wait, valid after done is closed
 }
 
-func startProcess(name, bin string, args []string, logPath string) (*process, error) {
+func startProcess(name, bin string, args []string, logPath string) (*Process, error) {
+	return StartProcess(name, append([]string{bin}, args...), nil, logPath)
+}
+
+// StartProcess runs argv, with env added to this program's environment,
+// its output appended to logPath. The kernel kills it if this program dies.
+func StartProcess(name string, argv, env []string, logPath string) (*Process, error) {
+	bin, args := argv[0], argv[1:]
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)
@@ -28,6 +36,9 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 	fmt.Fprintf(logFile, "=== %s starting at %s: %s %q\n", name, time.Now().Format(time.RFC3339), bin, args)
 
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -42,7 +53,7 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
 	}
 
-	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logFile.Close()
@@ -51,8 +62,22 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 	return p, nil
 }
 
-// exited reports whether the process has already exited.
-func (p *process) exited() bool {
+// Name is the name the process was started with.
+func (p *Process) Name() string { return p.name }
+
+// Err is the result of waiting for the process, once it has exited.
+func (p *Process) Err() error {
+	if !p.Exited() {
+		return nil
+	}
+	return p.err
+}
+
+// Pid is the process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has already exited.
+func (p *Process) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -61,10 +86,12 @@ func (p *process) exited() bool {
 	}
 }
 
-// stop sends SIGTERM to the process group and SIGKILL if the process has not
-// exited within grace. It always waits for the process to be gone.
-func (p *process) stop(grace time.Duration) {
-	if p.exited() {
+// Stop sends SIGTERM to the process group and SIGKILL if the process has not
+// exited within 10 s. It always waits for the process to be gone.
+func (p *Process) Stop() { p.stop(stopGrace) }
+
+func (p *Process) stop(grace time.Duration) {
+	if p.Exited() {
 		return
 	}
 	pgid := -p.cmd.Process.Pid
@@ -79,8 +106,8 @@ func (p *process) stop(grace time.Duration) {
 	}
 }
 
-// logTail returns the last n lines of the process log.
-func (p *process) logTail(n int) string {
+// LogTail returns the last n lines of the process log.
+func (p *Process) LogTail(n int) string {
 	data, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s log: %v)", p.name, err)

@@ -261,8 +261,8 @@ func (b *bench) setup() ([]candidate, []int) {
 	for i := 0; ; i++ {
 		if _, err := upstreamCount(b.upstream); err == nil {
 			break
-		} else if i == 50 || up.exited() {
-			r.Fatalf("upstream: %v\n%s", err, up.logTail(10))
+		} else if i == 50 || up.Exited() {
+			r.Fatalf("upstream: %v\n%s", err, up.LogTail(10))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -302,7 +302,7 @@ func (b *bench) runSize(cands []candidate, d *dataset, first bool) {
 	defer func() {
 		for _, s := range servers {
 			if s != nil {
-				s.stop()
+				s.Stop()
 			}
 		}
 	}()
@@ -361,12 +361,12 @@ func (b *bench) startReady(c candidate, d *dataset) *server {
 	t0 := time.Now()
 	last := d.svcs[len(d.svcs)-1]
 	if err := waitAnswer(b.ctx, s.proc, s.addr, last.fqdn+".", last.ip.String(), 10*time.Minute); err != nil {
-		s.stop()
+		s.Stop()
 		b.fail(c, s, "%v", err)
 	}
 	log.Printf("%s: ready in %s", c.title, time.Since(t0).Round(time.Millisecond))
 	if err := check(c, s.addr, d); err != nil {
-		s.stop()
+		s.Stop()
 		b.fail(c, s, "%v", err)
 	}
 	return s
@@ -376,7 +376,7 @@ func (b *bench) fail(c candidate, s *server, f string, a ...any) {
 	if b.ctx.Err() != nil {
 		b.r.Fatalf("interrupted")
 	}
-	b.r.Logf("%s: last lines of its log:\n%s", c.title, s.logTail(30))
+	b.r.Logf("%s: last lines of its log:\n%s", c.title, s.LogTail(30))
 	b.r.Fatalf(c.title+": "+f, a...)
 }
 
@@ -482,11 +482,11 @@ func (b *bench) measure(c candidate, s *server, d *dataset, m mix) (cell, error)
 	if err != nil {
 		return cl, err
 	}
-	cpu0, err := cpuTime(s.pid())
+	cpu0, err := cpuTime(s.Pid())
 	if err != nil {
 		return cl, err
 	}
-	upCPU0, err := cpuTime(b.upProc.pid())
+	upCPU0, err := cpuTime(b.upProc.Pid())
 	if err != nil {
 		return cl, err
 	}
@@ -496,11 +496,11 @@ func (b *bench) measure(c candidate, s *server, d *dataset, m mix) (cell, error)
 		return cl, err
 	}
 	wall := time.Since(t0)
-	cpu1, err := cpuTime(s.pid())
+	cpu1, err := cpuTime(s.Pid())
 	if err != nil {
 		return cl, err
 	}
-	upCPU1, err := cpuTime(b.upProc.pid())
+	upCPU1, err := cpuTime(b.upProc.Pid())
 	if err != nil {
 		return cl, err
 	}
@@ -512,7 +512,7 @@ func (b *bench) measure(c candidate, s *server, d *dataset, m mix) (cell, error)
 	}
 	cl.cpu = (cpu1 - cpu0) / time.Duration(cl.perf.completed)
 	cl.upPer1k = float64(up1-up0) * 1000 / float64(cl.perf.completed)
-	if cl.rss, err = vmRSS(s.pid()); err != nil {
+	if cl.rss, err = vmRSS(s.Pid()); err != nil {
 		return cl, err
 	}
 	cl.p50, cl.p99, cl.latLost, err = latency(s.addr, m.qs, *rate, *latTime)

@@ -204,8 +204,8 @@ func waitAnswer(ctx context.Context, p *proc, addr, name, ip string, limit time.
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case p.exited():
-			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		case p.Exited():
+			return fmt.Errorf("%s exited: %v", p.Name(), p.Err())
 		case time.Now().After(deadline):
 			return fmt.Errorf("%s: no answer %s after %s; last: %s", name, ip, limit, last)
 		}

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,81 +15,23 @@ import (
 	"github.com/meshdns/meshdns/test/harness"
 )
 
-// proc is a server process in its own process group, killed by the kernel
-// if this program dies.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error // valid once done is closed
-	once    sync.Once
-}
+// proc is a server process; its stop is registered with the runner.
+type proc = harness.Process
 
 // startProc runs argv with extra environment, output to logPath, and
 // registers its stop with r.
 func startProc(r *harness.Runner, name string, argv, env []string, logPath string) (*proc, error) {
-	logFile, err := os.Create(logPath)
+	p, err := harness.StartProcess(name, argv, env, logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	r.Cleanup(p.stop)
+	r.Cleanup(p.Stop)
 	return p, nil
 }
 
 // pinned prefixes argv to run it on cpu with GOMAXPROCS=1.
 func pinned(cpu int, argv ...string) []string {
 	return append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM to the process group, SIGKILL after 5 s, and waits.
-func (p *proc) stop() {
-	p.once.Do(func() {
-		pgid := -p.cmd.Process.Pid
-		if err := syscall.Kill(pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-			_ = syscall.Kill(pgid, syscall.SIGKILL)
-		}
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(pgid, syscall.SIGKILL)
-			<-p.done
-		}
-	})
-}
-
-func (p *proc) logTail(n int) string {
-	data, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
-	return string(bytes.Join(lines[max(0, len(lines)-n):], []byte("\n")))
 }
 
 // cpuTime is the user+system CPU time of pid so far (all its threads).

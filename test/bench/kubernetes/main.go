@@ -282,12 +282,12 @@ func (b *bench) run(k int, s server) result {
 	if err != nil {
 		b.r.Fatalf("%s: %v", s.name, err)
 	}
-	b.r.Cleanup(p.stop)
+	b.r.Cleanup(p.Stop)
 	fail := func(f string, a ...any) {
 		if b.ctx.Err() != nil {
 			b.r.Fatalf("%s: interrupted", s.name) // blocks until the interrupt exits
 		}
-		b.r.Logf("%s: Corefile:\n%s\nlast lines of its log:\n%s", s.name, corefile, p.logTail(30))
+		b.r.Logf("%s: Corefile:\n%s\nlast lines of its log:\n%s", s.name, corefile, p.LogTail(30))
 		b.r.Fatalf(s.name+": "+f, a...)
 	}
 
@@ -302,13 +302,13 @@ func (b *bench) run(k int, s server) result {
 		fail("sync: %v", err)
 	}
 	res.sync = at.Sub(begin)
-	if res.cpu, err = cpuTime(p.cmd.Process.Pid); err != nil {
+	if res.cpu, err = cpuTime(p.Pid()); err != nil {
 		fail("%v", err)
 	}
 	log.Printf("%s: synced %d services in %s, using %s of CPU", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu)
 
 	time.Sleep(settle)
-	if res.rss, err = vmRSS(p.cmd.Process.Pid); err != nil {
+	if res.rss, err = vmRSS(p.Pid()); err != nil {
 		fail("%v", err)
 	}
 	// The live heap: a GC (the pprof heap handler with gc=1), then the
@@ -361,7 +361,7 @@ func (b *bench) run(k int, s server) result {
 	slices.Sort(res.lat)
 	log.Printf("%s: create-to-answer p50 %s p99 %s max %s", s.name, ms(pct(res.lat, 50)), ms(pct(res.lat, 99)), ms(res.lat[len(res.lat)-1]))
 
-	p.stop()
+	p.Stop()
 	err = parallel(len(created), func(i int) error {
 		return b.client.CoreV1().Services(created[i].Namespace).Delete(b.ctx, created[i].Name, metav1.DeleteOptions{})
 	})
@@ -398,7 +398,7 @@ func fileName(server string) string { return strings.ReplaceAll(server, " ", "-"
 
 // waitAnswer polls name every millisecond until it answers exactly ip, and
 // returns when that answer arrived.
-func (b *bench) waitAnswer(q *dnsConn, p *proc, name, ip string, limit time.Duration) (time.Time, error) {
+func (b *bench) waitAnswer(q *dnsConn, p *harness.Process, name, ip string, limit time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(limit)
 	var last string
 	for {
@@ -415,8 +415,8 @@ func (b *bench) waitAnswer(q *dnsConn, p *proc, name, ip string, limit time.Dura
 		switch {
 		case b.ctx.Err() != nil:
 			return now, b.ctx.Err()
-		case p.exited():
-			return now, fmt.Errorf("coredns exited: %v", p.err)
+		case p.Exited():
+			return now, fmt.Errorf("coredns exited: %v", p.Err())
 		case now.After(deadline):
 			return now, fmt.Errorf("%s: no answer %s after %s; last: %s", name, ip, limit, last)
 		}

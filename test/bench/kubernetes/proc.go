@@ -1,89 +1,27 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshdns/meshdns/test/harness"
 )
 
-// proc is a coredns process pinned to serverCPU.
-type proc struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error // valid once done is closed
-	once    sync.Once
-}
-
-// startPinned runs bin -conf conf under taskset on serverCPU with
-// GOMAXPROCS=1 and returns the time just before the start.
-func startPinned(bin, conf, logPath string) (*proc, time.Time, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	cmd := exec.Command("taskset", "-c", strconv.Itoa(serverCPU), bin, "-conf", conf)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Own process group; killed by the kernel if this program dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+// startPinned runs bin -conf conf on serverCPU with GOMAXPROCS=1 and
+// returns when it started.
+func startPinned(bin, conf, logPath string) (*harness.Process, time.Time, error) {
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, begin, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &proc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, begin, nil
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM to the process group, SIGKILL after 10 s, and waits.
-func (p *proc) stop() {
-	p.once.Do(func() {
-		pgid := -p.cmd.Process.Pid
-		if err := syscall.Kill(pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-			_ = syscall.Kill(pgid, syscall.SIGKILL)
-		}
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(pgid, syscall.SIGKILL)
-			<-p.done
-		}
-	})
-}
-
-func (p *proc) logTail(n int) string {
-	data, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
-	return string(bytes.Join(lines[max(0, len(lines)-n):], []byte("\n")))
+	p, err := harness.StartProcess("coredns", []string{"taskset", "-c", strconv.Itoa(serverCPU), bin, "-conf", conf},
+		[]string{"GOMAXPROCS=1"}, logPath)
+	return p, begin, err
 }
 
 // pinTasks sets the CPU affinity of every thread of pid to cpu. Threads
