@@ -31,18 +31,18 @@ func TestKubernetesSource(t *testing.T) {
 	cp := harness.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	a := &api{t: t, cp: cp, ctx: ctx}
+	a := &harness.API{T: t, CP: cp, Ctx: ctx}
 	for _, ns := range []string{"shop", "db", "ext", "vm", "other", "bulk"} {
-		a.namespace(ns)
+		a.Namespace(ns)
 	}
 	// Created before meshdns starts: served from the initial list.
-	web := a.service(clusterIPService("shop", "web"))
+	web := a.Service(clusterIPService("shop", "web"))
 
 	// mesh serves the whole mesh; scoped is a client in namespace shop that
 	// watches only shop and db.
 	mesh := harness.StartCoreDNS(t, fmt.Sprintf("kubernetes %s {\n cluster main\n auto_allocate\n startup_timeout 30s\n}", cp.Kubeconfig))
 	scoped := harness.StartCoreDNS(t, fmt.Sprintf("namespace shop\nkubernetes %s {\n namespaces shop db\n auto_allocate\n qps 20\n burst 40\n}", cp.Kubeconfig))
-	on := func(t *testing.T) *api { return &api{t: t, cp: cp, ctx: ctx} }
+	on := func(t *testing.T) *harness.API { return &harness.API{T: t, CP: cp, Ctx: ctx} }
 
 	t.Run("ClusterIP dual-stack", func(t *testing.T) {
 		expectA(t, mesh.Addr, "web.shop.svc.cluster.local", web.Spec.ClusterIPs[0], web.Spec.ClusterIPs[1])
@@ -53,26 +53,26 @@ func TestKubernetesSource(t *testing.T) {
 
 	t.Run("headless and per-pod names", func(t *testing.T) {
 		a := on(t)
-		a.service(headlessService("db", "mysql", false))
-		a.slice(endpointSlice("db", "mysql-x", "mysql", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", false}))
+		a.Service(headlessService("db", "mysql", false))
+		a.Slice(endpointSlice("db", "mysql-x", "mysql", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", false}))
 		expectA(t, mesh.Addr, "mysql.db.svc.cluster.local", "10.1.0.1", "NODATA")
 		expect(t, mesh.Addr, "mysql-0.mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.1")
 		expect(t, mesh.Addr, "mysql-1.mysql.db.svc.cluster.local", dns.TypeA, "NXDOMAIN")
 
-		a.updateSlice(endpointSlice("db", "mysql-x", "mysql", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", true}))
+		a.UpdateSlice(endpointSlice("db", "mysql-x", "mysql", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", true}))
 		expect(t, mesh.Addr, "mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.1 10.1.0.2")
 		expect(t, mesh.Addr, "mysql-1.mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.2")
 		expect(t, scoped.Addr, "mysql-1.mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.2")
 
 		// Without endpoints it is still a known name: NODATA, not NXDOMAIN.
-		a.updateSlice(endpointSlice("db", "mysql-x", "mysql"))
+		a.UpdateSlice(endpointSlice("db", "mysql-x", "mysql"))
 		expect(t, mesh.Addr, "mysql.db.svc.cluster.local", dns.TypeA, "NODATA")
 	})
 
 	t.Run("publishNotReadyAddresses", func(t *testing.T) {
 		a := on(t)
-		a.service(headlessService("db", "cache", true))
-		a.slice(endpointSlice("db", "cache-x", "cache", ep{"", "10.1.1.1", false}, ep{"", "10.1.1.2", true}))
+		a.Service(headlessService("db", "cache", true))
+		a.Slice(endpointSlice("db", "cache-x", "cache", ep{"", "10.1.1.1", false}, ep{"", "10.1.1.2", true}))
 		expect(t, mesh.Addr, "cache.db.svc.cluster.local", dns.TypeA, "10.1.1.1 10.1.1.2")
 		// Endpoints without a hostname get the dashed name.
 		expect(t, mesh.Addr, "10-1-1-1.cache.db.svc.cluster.local", dns.TypeA, "10.1.1.1")
@@ -80,19 +80,19 @@ func TestKubernetesSource(t *testing.T) {
 
 	t.Run("ServiceEntry spec.addresses", func(t *testing.T) {
 		a := on(t)
-		a.serviceEntry(serviceEntry("ext", "api", dnsRes, []string{"api.example.com"}, "192.0.2.10", "2001:db8::10"))
+		a.ServiceEntry(serviceEntry("ext", "api", dnsRes, []string{"api.example.com"}, "192.0.2.10", "2001:db8::10"))
 		expectA(t, mesh.Addr, "api.example.com", "192.0.2.10", "2001:db8::10")
-		a.updateServiceEntry("ext", "api", func(se *networkingv1.ServiceEntry) { se.Spec.Addresses = []string{"192.0.2.11"} })
+		a.UpdateServiceEntry("ext", "api", func(se *networkingv1.ServiceEntry) { se.Spec.Addresses = []string{"192.0.2.11"} })
 		expectA(t, mesh.Addr, "api.example.com", "192.0.2.11", "NODATA")
-		a.deleteServiceEntry("ext", "api")
+		a.DeleteServiceEntry("ext", "api")
 		expect(t, mesh.Addr, "api.example.com", dns.TypeA, "NXDOMAIN")
 	})
 
 	t.Run("ServiceEntry status.addresses", func(t *testing.T) {
 		a := on(t)
-		a.serviceEntry(serviceEntry("ext", "status", dnsRes, []string{"status.example.com"}))
+		a.ServiceEntry(serviceEntry("ext", "status", dnsRes, []string{"status.example.com"}))
 		// With auto_allocate meshdns allocates first; istiod's status wins.
-		a.setServiceEntryStatus("ext", "status",
+		a.SetServiceEntryStatus("ext", "status",
 			&apinetworking.ServiceEntryAddress{Value: "240.240.9.9", Host: "status.example.com"},
 			&apinetworking.ServiceEntryAddress{Value: "2001:2::9:9", Host: "status.example.com"})
 		expectA(t, mesh.Addr, "status.example.com", "240.240.9.9", "2001:2::9:9")
@@ -103,14 +103,14 @@ func TestKubernetesSource(t *testing.T) {
 		// NONE takes its endpoints from WorkloadEntries (the API refuses spec.endpoints).
 		none := serviceEntry("ext", "none", noneRes, []string{"none.example.com"})
 		none.Spec.WorkloadSelector = &apinetworking.WorkloadSelector{Labels: map[string]string{"app": "none"}}
-		a.serviceEntry(none)
-		a.workloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("ext", "none-1"),
+		a.ServiceEntry(none)
+		a.WorkloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("ext", "none-1"),
 			Spec: apinetworking.WorkloadEntry{Address: "10.3.0.1", Labels: map[string]string{"app": "none"}}})
 		expect(t, mesh.Addr, "none.example.com", dns.TypeA, "10.3.0.1")
 		static := serviceEntry("ext", "static", staticRes, []string{"static.example.com"})
 		static.Labels = map[string]string{"networking.istio.io/enable-autoallocate-ip": "false"}
 		static.Spec.Endpoints = []*apinetworking.WorkloadEntry{{Address: "10.3.1.1"}, {Address: "10.3.1.2"}}
-		a.serviceEntry(static)
+		a.ServiceEntry(static)
 		expect(t, mesh.Addr, "static.example.com", dns.TypeA, "10.3.1.1 10.3.1.2")
 	})
 
@@ -119,36 +119,36 @@ func TestKubernetesSource(t *testing.T) {
 		se := serviceEntry("vm", "legacy", staticRes, []string{"legacy.example.com"})
 		se.Labels = map[string]string{"networking.istio.io/enable-autoallocate-ip": "false"}
 		se.Spec.WorkloadSelector = &apinetworking.WorkloadSelector{Labels: map[string]string{"app": "legacy"}}
-		a.serviceEntry(se)
-		a.workloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("vm", "vm1"),
+		a.ServiceEntry(se)
+		a.WorkloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("vm", "vm1"),
 			Spec: apinetworking.WorkloadEntry{Address: "10.4.0.1", Labels: map[string]string{"app": "legacy"}}})
-		a.workloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("vm", "vm2"),
+		a.WorkloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("vm", "vm2"),
 			Spec: apinetworking.WorkloadEntry{Address: "10.4.0.2", Labels: map[string]string{"app": "other"}}})
 		expect(t, mesh.Addr, "legacy.example.com", dns.TypeA, "10.4.0.1")
-		a.updateWorkloadEntryLabels("vm", "vm2", map[string]string{"app": "legacy"})
+		a.UpdateWorkloadEntryLabels("vm", "vm2", map[string]string{"app": "legacy"})
 		expect(t, mesh.Addr, "legacy.example.com", dns.TypeA, "10.4.0.1 10.4.0.2")
 	})
 
 	t.Run("ServiceEntries merged", func(t *testing.T) {
 		a := on(t)
-		a.serviceEntry(serviceEntry("ext", "m1", dnsRes, []string{"merged.example.com"}, "192.0.2.21"))
-		a.serviceEntry(serviceEntry("ext", "m2", dnsRes, []string{"merged.example.com", "wild.example.com"}, "192.0.2.22"))
+		a.ServiceEntry(serviceEntry("ext", "m1", dnsRes, []string{"merged.example.com"}, "192.0.2.21"))
+		a.ServiceEntry(serviceEntry("ext", "m2", dnsRes, []string{"merged.example.com", "wild.example.com"}, "192.0.2.22"))
 		expect(t, mesh.Addr, "merged.example.com", dns.TypeA, "192.0.2.21 192.0.2.22")
 	})
 
 	t.Run("ExternalName", func(t *testing.T) {
 		a := on(t)
-		a.service(&corev1.Service{ObjectMeta: om("shop", "pay"), Spec: corev1.ServiceSpec{
+		a.Service(&corev1.Service{ObjectMeta: om("shop", "pay"), Spec: corev1.ServiceSpec{
 			Type: corev1.ServiceTypeExternalName, ExternalName: "pay.example.com"}})
 		expect(t, mesh.Addr, "pay.shop.svc.cluster.local", dns.TypeCNAME, "CNAME pay.example.com.")
 	})
 
 	t.Run("auto_allocate", func(t *testing.T) {
 		a := on(t)
-		a.serviceEntry(serviceEntry("shop", "auto", dnsRes, []string{"auto.example.com"}))
+		a.ServiceEntry(serviceEntry("shop", "auto", dnsRes, []string{"auto.example.com"}))
 		optOut := serviceEntry("shop", "manual", dnsRes, []string{"manual.example.com"})
 		optOut.Labels = map[string]string{"networking.istio.io/enable-autoallocate-ip": "false"}
-		a.serviceEntry(optOut)
+		a.ServiceEntry(optOut)
 		deadline := time.Now().Add(settle)
 		for {
 			v4 := answer(mesh.Addr, "auto.example.com", dns.TypeA, "udp")
@@ -170,16 +170,16 @@ func TestKubernetesSource(t *testing.T) {
 		a := on(t)
 		private := clusterIPService("db", "private")
 		private.Annotations = map[string]string{"networking.istio.io/exportTo": "."}
-		priv := a.service(private)
+		priv := a.Service(private)
 		shared := clusterIPService("db", "shared")
 		shared.Annotations = map[string]string{"networking.istio.io/exportTo": "shop,other"}
-		sh := a.service(shared)
+		sh := a.Service(shared)
 		sePrivate := serviceEntry("db", "se-private", dnsRes, []string{"private.example.com"}, "192.0.2.31")
 		sePrivate.Spec.ExportTo = []string{"."}
-		a.serviceEntry(sePrivate)
+		a.ServiceEntry(sePrivate)
 		seShared := serviceEntry("db", "se-shared", dnsRes, []string{"shared.example.com"}, "192.0.2.32")
 		seShared.Spec.ExportTo = []string{"shop"}
-		a.serviceEntry(seShared)
+		a.ServiceEntry(seShared)
 
 		// The later objects showing means the earlier ones were processed.
 		expect(t, scoped.Addr, "shared.db.svc.cluster.local", dns.TypeA, sh.Spec.ClusterIPs[0])
@@ -193,7 +193,7 @@ func TestKubernetesSource(t *testing.T) {
 
 	t.Run("namespaces filter", func(t *testing.T) {
 		a := on(t)
-		out := a.service(clusterIPService("other", "outside"))
+		out := a.Service(clusterIPService("other", "outside"))
 		expect(t, mesh.Addr, "outside.other.svc.cluster.local", dns.TypeA, out.Spec.ClusterIPs[0])
 		expect(t, scoped.Addr, "outside.other.svc.cluster.local", dns.TypeA, "NXDOMAIN")
 	})
@@ -201,8 +201,8 @@ func TestKubernetesSource(t *testing.T) {
 	t.Run("bad object skipped", func(t *testing.T) {
 		a := on(t)
 		long := strings.Repeat(strings.Repeat("a", 60)+".", 5) + "example.com" // 316 characters
-		a.serviceEntry(serviceEntry("ext", "too-long", dnsRes, []string{"ok-before.example.com", long}, "192.0.2.41"))
-		a.serviceEntry(serviceEntry("ext", "good", dnsRes, []string{"good.example.com"}, "192.0.2.42"))
+		a.ServiceEntry(serviceEntry("ext", "too-long", dnsRes, []string{"ok-before.example.com", long}, "192.0.2.41"))
+		a.ServiceEntry(serviceEntry("ext", "good", dnsRes, []string{"good.example.com"}, "192.0.2.42"))
 		expect(t, mesh.Addr, "good.example.com", dns.TypeA, "192.0.2.42")
 		// The whole bad object is skipped, even its good hosts.
 		expect(t, mesh.Addr, "ok-before.example.com", dns.TypeA, "NXDOMAIN")
@@ -276,8 +276,8 @@ func TestKubernetesSource(t *testing.T) {
 		}
 		waitMetric(t, mesh, up, "0")
 		cp.StartAPIServer()
-		after := a.service(clusterIPService("shop", "after"))
-		a.serviceEntry(serviceEntry("ext", "after", dnsRes, []string{"after.example.com"}, "192.0.2.51"))
+		after := a.Service(clusterIPService("shop", "after"))
+		a.ServiceEntry(serviceEntry("ext", "after", dnsRes, []string{"after.example.com"}, "192.0.2.51"))
 		// Reflectors back off up to 30 s between attempts.
 		deadline := time.Now().Add(90 * time.Second)
 		for answer(mesh.Addr, "after.shop.svc.cluster.local", dns.TypeA, "udp") != after.Spec.ClusterIPs[0] {
@@ -296,12 +296,12 @@ func TestKubernetesSource(t *testing.T) {
 
 	t.Run("Service beats ServiceEntry", func(t *testing.T) {
 		a := on(t)
-		a.serviceEntry(serviceEntry("shop", "web-se", dnsRes, []string{"web.shop.svc.cluster.local"}, "192.0.2.99"))
-		a.serviceEntry(serviceEntry("shop", "marker", dnsRes, []string{"marker.example.com"}, "192.0.2.98"))
+		a.ServiceEntry(serviceEntry("shop", "web-se", dnsRes, []string{"web.shop.svc.cluster.local"}, "192.0.2.99"))
+		a.ServiceEntry(serviceEntry("shop", "marker", dnsRes, []string{"marker.example.com"}, "192.0.2.98"))
 		expect(t, mesh.Addr, "marker.example.com", dns.TypeA, "192.0.2.98")
 		expect(t, mesh.Addr, "web.shop.svc.cluster.local", dns.TypeA, web.Spec.ClusterIPs[0])
 		// Without the Service the ServiceEntry serves the host.
-		a.deleteService("shop", "web")
+		a.DeleteService("shop", "web")
 		expectA(t, mesh.Addr, "web.shop.svc.cluster.local", "192.0.2.99", "NODATA")
 	})
 }

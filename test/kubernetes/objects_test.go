@@ -1,129 +1,12 @@
 package kubernetes
 
 import (
-	"context"
-	"testing"
-
 	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/meshdns/meshdns/test/harness"
 )
-
-// api wraps the control plane's clients with helpers that fail the test.
-type api struct {
-	t   testing.TB
-	cp  *harness.ControlPlane
-	ctx context.Context
-}
-
-func (a *api) namespace(name string) {
-	a.t.Helper()
-	_, err := a.cp.Client.CoreV1().Namespaces().Create(a.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
-		a.t.Fatalf("create namespace %s: %v", name, err)
-	}
-}
-
-func (a *api) service(s *corev1.Service) *corev1.Service {
-	a.t.Helper()
-	got, err := a.cp.Client.CoreV1().Services(s.Namespace).Create(a.ctx, s, metav1.CreateOptions{})
-	if err != nil {
-		a.t.Fatalf("create service %s/%s: %v", s.Namespace, s.Name, err)
-	}
-	return got
-}
-
-func (a *api) deleteService(ns, name string) {
-	a.t.Helper()
-	if err := a.cp.Client.CoreV1().Services(ns).Delete(a.ctx, name, metav1.DeleteOptions{}); err != nil {
-		a.t.Fatalf("delete service %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) slice(s *discoveryv1.EndpointSlice) {
-	a.t.Helper()
-	if _, err := a.cp.Client.DiscoveryV1().EndpointSlices(s.Namespace).Create(a.ctx, s, metav1.CreateOptions{}); err != nil {
-		a.t.Fatalf("create endpoint slice %s/%s: %v", s.Namespace, s.Name, err)
-	}
-}
-
-func (a *api) updateSlice(s *discoveryv1.EndpointSlice) {
-	a.t.Helper()
-	cur, err := a.cp.Client.DiscoveryV1().EndpointSlices(s.Namespace).Get(a.ctx, s.Name, metav1.GetOptions{})
-	if err != nil {
-		a.t.Fatalf("get endpoint slice %s/%s: %v", s.Namespace, s.Name, err)
-	}
-	cur.Endpoints = s.Endpoints
-	if _, err := a.cp.Client.DiscoveryV1().EndpointSlices(s.Namespace).Update(a.ctx, cur, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update endpoint slice %s/%s: %v", s.Namespace, s.Name, err)
-	}
-}
-
-func (a *api) serviceEntry(se *networkingv1.ServiceEntry) *networkingv1.ServiceEntry {
-	a.t.Helper()
-	got, err := a.cp.Istio.NetworkingV1().ServiceEntries(se.Namespace).Create(a.ctx, se, metav1.CreateOptions{})
-	if err != nil {
-		a.t.Fatalf("create service entry %s/%s: %v", se.Namespace, se.Name, err)
-	}
-	return got
-}
-
-func (a *api) updateServiceEntry(ns, name string, f func(*networkingv1.ServiceEntry)) {
-	a.t.Helper()
-	c := a.cp.Istio.NetworkingV1().ServiceEntries(ns)
-	cur, err := c.Get(a.ctx, name, metav1.GetOptions{})
-	if err != nil {
-		a.t.Fatalf("get service entry %s/%s: %v", ns, name, err)
-	}
-	f(cur)
-	if _, err := c.Update(a.ctx, cur, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update service entry %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) setServiceEntryStatus(ns, name string, addrs ...*apinetworking.ServiceEntryAddress) {
-	a.t.Helper()
-	c := a.cp.Istio.NetworkingV1().ServiceEntries(ns)
-	cur, err := c.Get(a.ctx, name, metav1.GetOptions{})
-	if err != nil {
-		a.t.Fatalf("get service entry %s/%s: %v", ns, name, err)
-	}
-	cur.Status.Addresses = addrs
-	if _, err := c.UpdateStatus(a.ctx, cur, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update status of service entry %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) deleteServiceEntry(ns, name string) {
-	a.t.Helper()
-	if err := a.cp.Istio.NetworkingV1().ServiceEntries(ns).Delete(a.ctx, name, metav1.DeleteOptions{}); err != nil {
-		a.t.Fatalf("delete service entry %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) workloadEntry(we *networkingv1.WorkloadEntry) {
-	a.t.Helper()
-	if _, err := a.cp.Istio.NetworkingV1().WorkloadEntries(we.Namespace).Create(a.ctx, we, metav1.CreateOptions{}); err != nil {
-		a.t.Fatalf("create workload entry %s/%s: %v", we.Namespace, we.Name, err)
-	}
-}
-
-func (a *api) updateWorkloadEntryLabels(ns, name string, labels map[string]string) {
-	a.t.Helper()
-	c := a.cp.Istio.NetworkingV1().WorkloadEntries(ns)
-	cur, err := c.Get(a.ctx, name, metav1.GetOptions{})
-	if err != nil {
-		a.t.Fatalf("get workload entry %s/%s: %v", ns, name, err)
-	}
-	cur.Spec.Labels = labels
-	if _, err := c.Update(a.ctx, cur, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update workload entry %s/%s: %v", ns, name, err)
-	}
-}
 
 // Object builders.
 

@@ -38,7 +38,7 @@ func TestRBAC(t *testing.T) {
 	cp := harness.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	a := &api{t: t, cp: cp, ctx: ctx}
+	a := &harness.API{T: t, CP: cp, Ctx: ctx}
 	rbac := cp.Client.RbacV1()
 	if _, err := rbac.ClusterRoles().Create(ctx, &role, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create ClusterRole: %v", err)
@@ -53,15 +53,15 @@ func TestRBAC(t *testing.T) {
 		t.Fatalf("create ClusterRoleBinding: %v", err)
 	}
 
-	a.namespace("shop")
-	web := a.service(clusterIPService("shop", "web"))
-	a.service(headlessService("shop", "db", false))
-	a.slice(endpointSlice("shop", "db-x", "db", ep{"db-0", "10.1.0.1", true}))
+	a.Namespace("shop")
+	web := a.Service(clusterIPService("shop", "web"))
+	a.Service(headlessService("shop", "db", false))
+	a.Slice(endpointSlice("shop", "db-x", "db", ep{"db-0", "10.1.0.1", true}))
 	se := serviceEntry("shop", "vms", staticRes, []string{"vms.example.com"})
 	se.Spec.WorkloadSelector = &apinetworking.WorkloadSelector{Labels: map[string]string{"app": "vm"}}
 	se.Labels = map[string]string{"networking.istio.io/enable-autoallocate-ip": "false"}
-	a.serviceEntry(se)
-	a.workloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("shop", "vm1"),
+	a.ServiceEntry(se)
+	a.WorkloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("shop", "vm1"),
 		Spec: apinetworking.WorkloadEntry{Address: "10.4.0.1", Labels: map[string]string{"app": "vm"}}})
 
 	kubeconfig := writeKubeconfig(t, cp.RESTConfig.Host, token)

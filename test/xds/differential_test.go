@@ -208,13 +208,13 @@ func TestDifferential(t *testing.T) {
 	istiod := harness.StartIstiod(t, cp)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	a := &api{t: t, cp: cp, ctx: ctx}
+	a := &api{&harness.API{T: t, CP: cp, Ctx: ctx}}
 	m := &mesh{services: map[string]*corev1.Service{}, serviceEntries: map[string][]*networkingv1.ServiceEntry{}, endpointNames: map[string]bool{},
 		headlessReady: map[string]int{}, shortSEHosts: map[string]bool{}}
 
 	namespaces := []string{"app", "ns1", "ns2", "ns3", "ns4", "ns5", "ns6", "ns7", "ns8", "ns9"}
 	for _, ns := range append(namespaces, "ext", "other") {
-		a.namespace(ns)
+		a.Namespace(ns)
 	}
 
 	// 230 ClusterIP Services over 10 namespaces: IPv4, dual-stack either
@@ -345,11 +345,11 @@ func TestDifferential(t *testing.T) {
 	}
 	for _, h := range headlessServices {
 		for _, sl := range h.slices {
-			a.slice(sl)
+			a.Slice(sl)
 		}
 	}
 	for i, ip := range []string{"10.6.0.1", "10.6.0.2"} {
-		a.workloadEntry(workloadEntry("ext", fmt.Sprintf("none-we-%d", i), ip, map[string]string{"app": "none-we"}))
+		a.WorkloadEntry(workloadEntry("ext", fmt.Sprintf("none-we-%d", i), ip, map[string]string{"app": "none-we"}))
 	}
 	createAll(t, len(ses), func(i int) error {
 		got, err := cp.Istio.NetworkingV1().ServiceEntries(ses[i].Namespace).Create(ctx, ses[i], metav1.CreateOptions{})
@@ -398,8 +398,8 @@ func TestDifferential(t *testing.T) {
 	a.allocated("app", "app-dns")
 	// Markers, created last: when both servers answer them, they have seen
 	// everything before (istiod and the informers keep the order of events).
-	marker := a.service(clusterIPService("app", "zz-marker"))
-	a.serviceEntry(serviceEntry("ext", "zz-marker", dnsRes, []string{"zz-marker.example.com"}, "192.0.2.99"))
+	marker := a.Service(clusterIPService("app", "zz-marker"))
+	a.ServiceEntry(serviceEntry("ext", "zz-marker", dnsRes, []string{"zz-marker.example.com"}, "192.0.2.99"))
 
 	node := harness.SidecarNode(client.ip, client.name, client.namespace, nil)
 	m.table = harness.WaitNameTable(t, istiod.PlaintextAddr, node, settle, func(nt harness.NameTable) bool {

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -25,104 +24,8 @@ const (
 	dynamicDNSRes = apinetworking.ServiceEntry_DYNAMIC_DNS
 )
 
-// api wraps the control plane's clients with helpers that fail the test.
-type api struct {
-	t   testing.TB
-	cp  *harness.ControlPlane
-	ctx context.Context
-}
-
-func (a *api) namespace(name string) {
-	a.t.Helper()
-	_, err := a.cp.Client.CoreV1().Namespaces().Create(a.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		a.t.Fatalf("create namespace %s: %v", name, err)
-	}
-}
-
-func (a *api) service(s *corev1.Service) *corev1.Service {
-	a.t.Helper()
-	got, err := a.cp.Client.CoreV1().Services(s.Namespace).Create(a.ctx, s, metav1.CreateOptions{})
-	if err != nil {
-		a.t.Fatalf("create service %s/%s: %v", s.Namespace, s.Name, err)
-	}
-	return got
-}
-
-func (a *api) updateService(ns, name string, f func(*corev1.Service)) {
-	a.t.Helper()
-	c := a.cp.Client.CoreV1().Services(ns)
-	cur, err := c.Get(a.ctx, name, metav1.GetOptions{})
-	if err != nil {
-		a.t.Fatalf("get service %s/%s: %v", ns, name, err)
-	}
-	f(cur)
-	if _, err := c.Update(a.ctx, cur, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update service %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) deleteService(ns, name string) {
-	a.t.Helper()
-	if err := a.cp.Client.CoreV1().Services(ns).Delete(a.ctx, name, metav1.DeleteOptions{}); err != nil {
-		a.t.Fatalf("delete service %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) slice(s *discoveryv1.EndpointSlice) {
-	a.t.Helper()
-	if _, err := a.cp.Client.DiscoveryV1().EndpointSlices(s.Namespace).Create(a.ctx, s, metav1.CreateOptions{}); err != nil {
-		a.t.Fatalf("create endpoint slice %s/%s: %v", s.Namespace, s.Name, err)
-	}
-}
-
-func (a *api) updateSlice(s *discoveryv1.EndpointSlice) {
-	a.t.Helper()
-	cur, err := a.cp.Client.DiscoveryV1().EndpointSlices(s.Namespace).Get(a.ctx, s.Name, metav1.GetOptions{})
-	if err != nil {
-		a.t.Fatalf("get endpoint slice %s/%s: %v", s.Namespace, s.Name, err)
-	}
-	cur.Endpoints = s.Endpoints
-	if _, err := a.cp.Client.DiscoveryV1().EndpointSlices(s.Namespace).Update(a.ctx, cur, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update endpoint slice %s/%s: %v", s.Namespace, s.Name, err)
-	}
-}
-
-func (a *api) serviceEntry(se *networkingv1.ServiceEntry) *networkingv1.ServiceEntry {
-	a.t.Helper()
-	got, err := a.cp.Istio.NetworkingV1().ServiceEntries(se.Namespace).Create(a.ctx, se, metav1.CreateOptions{})
-	if err != nil {
-		a.t.Fatalf("create service entry %s/%s: %v", se.Namespace, se.Name, err)
-	}
-	return got
-}
-
-func (a *api) updateServiceEntry(ns, name string, f func(*networkingv1.ServiceEntry)) {
-	a.t.Helper()
-	c := a.cp.Istio.NetworkingV1().ServiceEntries(ns)
-	cur, err := c.Get(a.ctx, name, metav1.GetOptions{})
-	if err != nil {
-		a.t.Fatalf("get service entry %s/%s: %v", ns, name, err)
-	}
-	f(cur)
-	if _, err := c.Update(a.ctx, cur, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update service entry %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) deleteServiceEntry(ns, name string) {
-	a.t.Helper()
-	if err := a.cp.Istio.NetworkingV1().ServiceEntries(ns).Delete(a.ctx, name, metav1.DeleteOptions{}); err != nil {
-		a.t.Fatalf("delete service entry %s/%s: %v", ns, name, err)
-	}
-}
-
-func (a *api) workloadEntry(we *networkingv1.WorkloadEntry) {
-	a.t.Helper()
-	if _, err := a.cp.Istio.NetworkingV1().WorkloadEntries(we.Namespace).Create(a.ctx, we, metav1.CreateOptions{}); err != nil {
-		a.t.Fatalf("create workload entry %s/%s: %v", we.Namespace, we.Name, err)
-	}
-}
+// api is the harness's API with this package's own helpers.
+type api struct{ *harness.API }
 
 // pod is a running, ready Pod with one IPv4 address.
 type pod struct{ ns, name, hostname, subdomain, ip string }
@@ -130,27 +33,27 @@ type pod struct{ ns, name, hostname, subdomain, ip string }
 // pod creates a Pod and sets its status as a kubelet would: running, ready,
 // with its IP. (No kubelet or controller manager runs in the harness.)
 func (a *api) pod(p pod) {
-	a.t.Helper()
+	a.T.Helper()
 	sa := &corev1.ServiceAccount{ObjectMeta: om(p.ns, "default")}
-	if _, err := a.cp.Client.CoreV1().ServiceAccounts(p.ns).Create(a.ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		a.t.Fatalf("create service account %s/default: %v", p.ns, err)
+	if _, err := a.CP.Client.CoreV1().ServiceAccounts(p.ns).Create(a.Ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		a.T.Fatalf("create service account %s/default: %v", p.ns, err)
 	}
-	c := a.cp.Client.CoreV1().Pods(p.ns)
-	created, err := c.Create(a.ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: map[string]string{"app": p.subdomain}},
+	c := a.CP.Client.CoreV1().Pods(p.ns)
+	created, err := c.Create(a.Ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: map[string]string{"app": p.subdomain}},
 		Spec: corev1.PodSpec{
 			Hostname: p.hostname, Subdomain: p.subdomain, NodeName: "node-1",
 			AutomountServiceAccountToken: ptr(false),
 			Containers:                   []corev1.Container{{Name: "app", Image: "app"}},
 		}}, metav1.CreateOptions{})
 	if err != nil {
-		a.t.Fatalf("create pod %s/%s: %v", p.ns, p.name, err)
+		a.T.Fatalf("create pod %s/%s: %v", p.ns, p.name, err)
 	}
 	created.Status = corev1.PodStatus{
 		Phase: corev1.PodRunning, PodIP: p.ip, PodIPs: []corev1.PodIP{{IP: p.ip}},
 		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
 	}
-	if _, err := c.UpdateStatus(a.ctx, created, metav1.UpdateOptions{}); err != nil {
-		a.t.Fatalf("update status of pod %s/%s: %v", p.ns, p.name, err)
+	if _, err := c.UpdateStatus(a.Ctx, created, metav1.UpdateOptions{}); err != nil {
+		a.T.Fatalf("update status of pod %s/%s: %v", p.ns, p.name, err)
 	}
 }
 
@@ -174,12 +77,12 @@ func podSlice(service string, pods ...pod) *discoveryv1.EndpointSlice {
 // a ServiceEntry into its status and returns them by host: IPv4 from
 // 240.240.0.0/16 first, then IPv6 from 2001:2::/48.
 func (a *api) allocated(ns, name string) map[string][]string {
-	a.t.Helper()
+	a.T.Helper()
 	deadline := time.Now().Add(settle)
 	for {
-		se, err := a.cp.Istio.NetworkingV1().ServiceEntries(ns).Get(a.ctx, name, metav1.GetOptions{})
+		se, err := a.CP.Istio.NetworkingV1().ServiceEntries(ns).Get(a.Ctx, name, metav1.GetOptions{})
 		if err != nil {
-			a.t.Fatalf("get service entry %s/%s: %v", ns, name, err)
+			a.T.Fatalf("get service entry %s/%s: %v", ns, name, err)
 		}
 		byHost := map[string][]string{}
 		for _, addr := range se.Status.GetAddresses() {
@@ -188,13 +91,13 @@ func (a *api) allocated(ns, name string) map[string][]string {
 		if len(byHost) == len(se.Spec.Hosts) {
 			for h, vips := range byHost {
 				if len(vips) != 2 || !inPrefix(vips[0], "240.240.0.0/16") || !inPrefix(vips[1], "2001:2::/48") {
-					a.t.Fatalf("service entry %s/%s: status addresses of %s = %v, want one of 240.240.0.0/16 and one of 2001:2::/48", ns, name, h, vips)
+					a.T.Fatalf("service entry %s/%s: status addresses of %s = %v, want one of 240.240.0.0/16 and one of 2001:2::/48", ns, name, h, vips)
 				}
 			}
 			return byHost
 		}
 		if time.Now().After(deadline) {
-			a.t.Fatalf("service entry %s/%s: status addresses %v after %s, want some for each of %v", ns, name, byHost, settle, se.Spec.Hosts)
+			a.T.Fatalf("service entry %s/%s: status addresses %v after %s, want some for each of %v", ns, name, byHost, settle, se.Spec.Hosts)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -50,8 +50,8 @@ func TestXDS(t *testing.T) {
 	istiod := harness.StartIstiod(t, cp)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	on := func(t *testing.T) *api { return &api{t: t, cp: cp, ctx: ctx} }
-	on(t).namespace("bookinfo")
+	on := func(t *testing.T) *api { return &api{&harness.API{T: t, CP: cp, Ctx: ctx}} }
+	on(t).Namespace("bookinfo")
 	root := istiod.RootCert()
 	token := cp.CreateToken(t, vm1.namespace, vm1.name, "istio-ca")
 	up := startUpstream(t)
@@ -100,11 +100,11 @@ func TestXDS(t *testing.T) {
 		a := on(t)
 		// Created: a dual-stack Service, a ServiceEntry whose addresses istiod
 		// allocates, one with spec addresses, a headless Service.
-		reviews = a.service(dualStackService("bookinfo", "reviews"))
-		a.serviceEntry(serviceEntry("bookinfo", "api", dnsRes, []string{"api.example.com"}))
-		a.serviceEntry(serviceEntry("bookinfo", "static", staticRes, []string{"static.example.com"}, "192.0.2.10"))
-		a.service(headlessService("bookinfo", "db", false))
-		a.slice(endpointSlice("bookinfo", "db-1", "db", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", false}))
+		reviews = a.Service(dualStackService("bookinfo", "reviews"))
+		a.ServiceEntry(serviceEntry("bookinfo", "api", dnsRes, []string{"api.example.com"}))
+		a.ServiceEntry(serviceEntry("bookinfo", "static", staticRes, []string{"static.example.com"}, "192.0.2.10"))
+		a.Service(headlessService("bookinfo", "db", false))
+		a.Slice(endpointSlice("bookinfo", "db-1", "db", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", false}))
 		apiVIP := a.allocated("bookinfo", "api")["api.example.com"][0]
 		v4 := reviews.Spec.ClusterIPs[0]
 		reviewsHost, dbHost := svcHost("bookinfo", "reviews"), svcHost("bookinfo", "db")
@@ -126,12 +126,12 @@ func TestXDS(t *testing.T) {
 
 		// Updated: new addresses and a new host, an endpoint ready, a Service
 		// no longer exported to the node's namespace.
-		a.updateServiceEntry("bookinfo", "static", func(se *networkingv1.ServiceEntry) {
+		a.UpdateServiceEntry("bookinfo", "static", func(se *networkingv1.ServiceEntry) {
 			se.Spec.Addresses = []string{"192.0.2.11"}
 			se.Spec.Hosts = append(se.Spec.Hosts, "static2.example.com")
 		})
-		a.updateSlice(endpointSlice("bookinfo", "db-1", "db", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", true}))
-		a.updateService("bookinfo", "reviews", func(s *corev1.Service) {
+		a.UpdateSlice(endpointSlice("bookinfo", "db-1", "db", ep{"mysql-0", "10.1.0.1", true}, ep{"mysql-1", "10.1.0.2", true}))
+		a.UpdateService("bookinfo", "reviews", func(s *corev1.Service) {
 			s.Annotations = map[string]string{"networking.istio.io/exportTo": "."}
 		})
 		expect(t, plain.Addr, "static.example.com", dns.TypeA, "192.0.2.11")
@@ -147,10 +147,10 @@ func TestXDS(t *testing.T) {
 		expectNow(t, vmDNS.Addr, reviewsHost, dns.TypeA, keyUpdated, "NXDOMAIN")
 
 		// Deleted; and the Service exported again.
-		a.deleteServiceEntry("bookinfo", "static")
-		a.deleteServiceEntry("bookinfo", "api")
-		a.deleteService("bookinfo", "db")
-		a.updateService("bookinfo", "reviews", func(s *corev1.Service) { s.Annotations = nil })
+		a.DeleteServiceEntry("bookinfo", "static")
+		a.DeleteServiceEntry("bookinfo", "api")
+		a.DeleteService("bookinfo", "db")
+		a.UpdateService("bookinfo", "reviews", func(s *corev1.Service) { s.Annotations = nil })
 		for _, name := range []string{"static.example.com", "static2.example.com", "api.example.com", dbHost} {
 			expect(t, plain.Addr, name, dns.TypeA, "NXDOMAIN")
 		}
@@ -176,7 +176,7 @@ func TestXDS(t *testing.T) {
 		acked, _ := strconv.ParseFloat(vmDNS.Metric(ack), 64)
 		// A new port: istiod pushes (the Service is visible to the node),
 		// and the name table, which has no ports, is the same.
-		a.updateService("bookinfo", "reviews", func(s *corev1.Service) {
+		a.UpdateService("bookinfo", "reviews", func(s *corev1.Service) {
 			s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "grpc", Port: 9090})
 		})
 		waitMetricAtLeast(t, vmDNS, ack, acked+1)
@@ -299,8 +299,8 @@ func TestXDS(t *testing.T) {
 		}
 
 		// Changes made while istiod is down arrive once it is back.
-		ratings := a.service(clusterIPService("bookinfo", "ratings"))
-		a.deleteService("bookinfo", "reviews")
+		ratings := a.Service(clusterIPService("bookinfo", "ratings"))
+		a.DeleteService("bookinfo", "reviews")
 		ratingsHost := svcHost("bookinfo", "ratings")
 		if got := answer(plain.Addr, ratingsHost, dns.TypeA, "udp"); got != "NXDOMAIN" {
 			t.Errorf("%s = %q while istiod is down, want NXDOMAIN", ratingsHost, got)
