@@ -33,28 +33,57 @@ func TestPointsAt(t *testing.T) {
 }
 
 // A forward back to the server itself stops startup with a clear error; the
-// same Corefile forwarding elsewhere starts.
+// same Corefile forwarding elsewhere starts. The port is picked free for UDP
+// and TCP, and picked again if something else takes it before the server
+// binds it (other tests' outgoing connections use the same port range).
 func TestLoopRefused(t *testing.T) {
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		err := loopRefused(t, freeUDPAndTCPPort(t))
+		if err == nil {
+			return
+		}
+		// CoreDNS does not wrap the listener's error: match its text.
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; another port", attempt, err)
 	}
-	port := l.LocalAddr().(*net.UDPAddr).Port
-	l.Close()
+}
+
+func loopRefused(t *testing.T, port int) error {
 	corefile := func(upstream string) string {
 		return fmt.Sprintf(".:%d {\nbind 127.0.0.1\nmeshdns {\nfile testdata/mesh.json\nfallthrough\n}\nforward . %s\n}\n", port, upstream)
 	}
 	i, err := coretest.CoreDNSServer(corefile(fmt.Sprintf("127.0.0.1:%d", port)))
 	if err == nil {
 		i.Stop()
-		t.Fatal("a forward to itself started")
+		return fmt.Errorf("a forward to itself started")
 	}
 	if !strings.Contains(err.Error(), "is this server") {
-		t.Fatalf("error %v", err)
+		return fmt.Errorf("a forward to itself: %w", err)
 	}
 	i, err = coretest.CoreDNSServer(corefile("127.0.0.1:1"))
 	if err != nil {
-		t.Fatalf("a forward elsewhere: %v", err)
+		return fmt.Errorf("a forward elsewhere: %w", err)
 	}
 	i.Stop()
+	return nil
+}
+
+// freeUDPAndTCPPort returns a port that was free for both UDP and TCP on
+// 127.0.0.1 a moment ago.
+func freeUDPAndTCPPort(t *testing.T) int {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
 }
