@@ -69,7 +69,7 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	}
 	zone := matchZone(m.Zones, qname)
 	if zone == "" {
-		return m.next(ctx, w, r, qname)
+		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
 	}
 	if !m.Ready() {
 		m.counters.inc(ctx, resultNotReady)
@@ -120,8 +120,7 @@ func (m *MeshDNS) shortcut(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 // which exist but own no records.
 func (m *MeshDNS) unknown(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname, zone string, empty bool) (int, error) {
 	if matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != "" {
-		m.counters.inc(ctx, resultFallthrough)
-		return m.next(ctx, w, r, qname)
+		return m.passOn(ctx, w, r, qname)
 	}
 	if empty {
 		return m.write(ctx, w, r, resultNoData, nil, m.soa(qname, zone))

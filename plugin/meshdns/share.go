@@ -61,11 +61,13 @@ func (s *siblings) expansion(qname string) bool {
 	return false
 }
 
-// next hands r to the rest of the chain; for a search expansion it shares an
+// passOn hands r, a name in the plugin's zones that it does not know, to the
+// rest of the chain (fallthrough); for a search expansion it shares an
 // upstream NXDOMAIN between the A and AAAA queries of the name.
-func (m *MeshDNS) next(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname string) (int, error) {
+func (m *MeshDNS) passOn(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname string) (int, error) {
 	qtype := r.Question[0].Qtype
 	if m.siblings == nil || (qtype != dns.TypeA && qtype != dns.TypeAAAA) || !m.siblings.expansion(qname) {
+		m.counters.inc(ctx, resultFallthrough)
 		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
 	}
 	s := m.siblings
@@ -80,12 +82,14 @@ func (m *MeshDNS) next(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qn
 		if p.nxdomain {
 			return m.sharedNXDomain(ctx, w, r, p)
 		}
+		m.counters.inc(ctx, resultFallthrough)
 		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
 	}
 	p := &pending{done: make(chan struct{})}
 	s.byName[qname] = p
 	s.mu.Unlock()
 
+	m.counters.inc(ctx, resultFallthrough)
 	rw := &nxdomainRecorder{ResponseWriter: w, p: p}
 	defer func() {
 		s.mu.Lock()
