@@ -3,7 +3,9 @@ package harness
 import (
 	"log"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 )
 
 // Runner is the TB of a program rather than a test (the benchmarks, the
@@ -83,4 +85,19 @@ func (r *Runner) Teardown() {
 	for _, d := range dirs {
 		os.RemoveAll(d)
 	}
+}
+
+// InterruptOnSignal calls cancel (if not nil) and Interrupt on SIGINT or
+// SIGTERM.
+func (r *Runner) InterruptOnSignal(cancel func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		log.Printf("%s: tearing down", s)
+		if cancel != nil {
+			cancel()
+		}
+		r.Interrupt()
+	}()
 }

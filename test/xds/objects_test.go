@@ -3,7 +3,6 @@ package xds
 import (
 	"fmt"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -111,25 +110,7 @@ func inPrefix(addr, prefix string) bool {
 // createAll calls create(i) for i in [0, n) with 8 workers.
 func createAll(t testing.TB, n int, create func(i int) error) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	work := make(chan int)
-	for range 8 {
-		wg.Go(func() {
-			for i := range work {
-				if err := create(i); err != nil {
-					errs <- err
-				}
-			}
-		})
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := harness.Parallel(n, 8, create); err != nil {
 		t.Fatalf("create: %v", err)
 	}
 }

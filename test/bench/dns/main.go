@@ -31,13 +31,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -121,14 +119,7 @@ func main() {
 	defer r.Teardown()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		log.Printf("%s: tearing down", s)
-		cancel()
-		r.Interrupt()
-	}()
+	r.InterruptOnSignal(cancel)
 
 	b := &bench{r: r, ctx: ctx}
 	cands, sizes := b.setup()

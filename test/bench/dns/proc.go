@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/meshdns/meshdns/test/harness"
 )
 
@@ -70,38 +68,6 @@ func vmRSS(pid int) (float64, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
-// setAffinity sets the CPU affinity of every thread of pid. Threads created
-// later inherit it from their creator; the list is read until no new thread
-// shows up.
-func setAffinity(pid int, cpus ...int) error {
-	var set unix.CPUSet
-	for _, c := range cpus {
-		set.Set(c)
-	}
-	done := map[int]bool{}
-	for {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if err != nil {
-			return err
-		}
-		found := false
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil || done[tid] {
-				continue
-			}
-			found = true
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("affinity of thread %d of %d: %w", tid, pid, err)
-			}
-			done[tid] = true
-		}
-		if !found {
-			return nil
-		}
-	}
-}
-
 // controlPlane returns the pids of this program's etcd and kube-apiserver
 // children (started by the harness).
 func controlPlane() []int {
@@ -130,7 +96,7 @@ func controlPlane() []int {
 // pinHarness puts this program and the control plane on cpus.
 func pinHarness(cpus ...int) error {
 	for _, pid := range append(controlPlane(), os.Getpid()) {
-		if err := setAffinity(pid, cpus...); err != nil {
+		if err := harness.SetAffinity(pid, cpus...); err != nil {
 			return err
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 
 	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -16,6 +15,8 @@ import (
 	knetworkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshdns/meshdns/test/harness"
 )
 
 // candidate is one DNS server under test.
@@ -132,7 +133,7 @@ func (b *bench) createObjects(ctx context.Context, d *dataset) error {
 			}
 		}
 	}
-	err := parallel(len(d.svcs)-b.createdSvcs, func(k int) error {
+	err := harness.Parallel(len(d.svcs)-b.createdSvcs, 32, func(k int) error {
 		h := d.svcs[b.createdSvcs+k]
 		svc := &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: h.name},
@@ -152,7 +153,7 @@ func (b *bench) createObjects(ctx context.Context, d *dataset) error {
 		return err
 	}
 	b.createdSvcs = len(d.svcs)
-	err = parallel(len(d.ses)-b.createdSEs, func(k int) error {
+	err = harness.Parallel(len(d.ses)-b.createdSEs, 32, func(k int) error {
 		j := b.createdSEs + k
 		h := d.ses[j]
 		res := apinetworking.ServiceEntry_DNS
@@ -180,39 +181,4 @@ func (b *bench) createObjects(ctx context.Context, d *dataset) error {
 	}
 	b.createdSEs = len(d.ses)
 	return nil
-}
-
-// parallel runs f(0..n-1) on 32 goroutines and returns the first error.
-func parallel(n int, f func(int) error) error {
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-	)
-	next := make(chan int)
-	for range 32 {
-		wg.Go(func() {
-			for i := range next {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("object %d: %w", i, err)
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for i := range n {
-		mu.Lock()
-		failed := first != nil
-		mu.Unlock()
-		if failed {
-			break
-		}
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return first
 }

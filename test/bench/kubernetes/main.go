@@ -31,14 +31,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -100,14 +97,7 @@ func main() {
 	defer r.Teardown()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		log.Printf("%s: tearing down", s)
-		cancel()
-		r.Interrupt()
-	}()
+	r.InterruptOnSignal(cancel)
 
 	if *nServices < 1 || *nCreates < 1 || *nNamespaces < 1 {
 		r.Fatalf("-services, -creates and -namespaces must be positive")
@@ -146,7 +136,7 @@ func main() {
 	if err := pinChildren(clientCPU); err != nil {
 		r.Fatalf("pin the control plane: %v", err)
 	}
-	if err := pinTasks(os.Getpid(), clientCPU); err != nil {
+	if err := harness.SetAffinity(os.Getpid(), clientCPU); err != nil {
 		r.Fatalf("pin this program: %v", err)
 	}
 	time.Sleep(5 * time.Second) // let the API server and etcd quiet down
@@ -214,48 +204,13 @@ func (b *bench) createAll() {
 		}
 		return nil
 	}
-	if err := parallel(n-1, create); err != nil {
+	if err := harness.Parallel(n-1, 32, create); err != nil {
 		b.r.Fatalf("%v", err)
 	}
 	if err := create(n - 1); err != nil {
 		b.r.Fatalf("%v", err)
 	}
 	log.Printf("created %d services in %d namespaces in %s", n, *nNamespaces, time.Since(begin).Round(time.Millisecond))
-}
-
-// parallel runs f(0..n-1) on 32 goroutines and returns the first error.
-func parallel(n int, f func(int) error) error {
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-	)
-	next := make(chan int)
-	for range 32 {
-		wg.Go(func() {
-			for i := range next {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for i := range n {
-		mu.Lock()
-		failed := first != nil
-		mu.Unlock()
-		if failed {
-			break
-		}
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return first
 }
 
 // run measures server s: sync, memory, a check of every answer, then the
@@ -362,7 +317,7 @@ func (b *bench) run(k int, s server) result {
 	log.Printf("%s: create-to-answer p50 %s p99 %s max %s", s.name, ms(pct(res.lat, 50)), ms(pct(res.lat, 99)), ms(res.lat[len(res.lat)-1]))
 
 	p.Stop()
-	err = parallel(len(created), func(i int) error {
+	err = harness.Parallel(len(created), 32, func(i int) error {
 		return b.client.CoreV1().Services(created[i].Namespace).Delete(b.ctx, created[i].Name, metav1.DeleteOptions{})
 	})
 	if err != nil {

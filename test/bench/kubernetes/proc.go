@@ -2,15 +2,12 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"log"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/meshdns/meshdns/test/harness"
 )
@@ -22,36 +19,6 @@ func startPinned(bin, conf, logPath string) (*harness.Process, time.Time, error)
 	p, err := harness.StartProcess("coredns", []string{"taskset", "-c", strconv.Itoa(serverCPU), bin, "-conf", conf},
 		[]string{"GOMAXPROCS=1"}, logPath)
 	return p, begin, err
-}
-
-// pinTasks sets the CPU affinity of every thread of pid to cpu. Threads
-// created later inherit it from their creator. The thread list is read
-// again until no new thread shows up.
-func pinTasks(pid, cpu int) error {
-	var set unix.CPUSet
-	set.Set(cpu)
-	pinned := map[int]bool{}
-	for {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if err != nil {
-			return err
-		}
-		found := false
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil || pinned[tid] {
-				continue
-			}
-			found = true
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("pin thread %d of %d: %w", tid, pid, err)
-			}
-			pinned[tid] = true
-		}
-		if !found {
-			return nil
-		}
-	}
 }
 
 // pinChildren pins every child process of this program (etcd and
@@ -75,7 +42,7 @@ func pinChildren(cpu int) error {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
-		if err := pinTasks(pid, cpu); err != nil {
+		if err := harness.SetAffinity(pid, cpu); err != nil {
 			return err
 		}
 		n++

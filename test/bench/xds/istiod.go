@@ -60,7 +60,7 @@ func pushToAnswer(r *harness.Runner, background, creates int) answerResult {
 			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
 	}
 	begin := time.Now()
-	if err := parallel(background, func(i int) error {
+	if err := harness.Parallel(background, 8, func(i int) error {
 		ns := fmt.Sprintf("bench-%02d", i%namespaces)
 		_, err := cp.Client.CoreV1().Services(ns).Create(ctx, service(ns, fmt.Sprintf("bg-%05d", i)), metav1.CreateOptions{})
 		return err
@@ -137,29 +137,6 @@ func pushToAnswer(r *harness.Runner, background, creates int) answerResult {
 		}
 	}
 	return res
-}
-
-// parallel runs f(0..n-1) with 8 workers and returns the first error.
-func parallel(n int, f func(int) error) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	work := make(chan int)
-	for range 8 {
-		wg.Go(func() {
-			for i := range work {
-				if err := f(i); err != nil {
-					errs <- err
-				}
-			}
-		})
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 // percentiles of a sample: p50, p99, max.

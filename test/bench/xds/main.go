@@ -22,12 +22,10 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/meshdns/meshdns/test/harness"
@@ -47,12 +45,7 @@ func main() {
 	log.SetFlags(log.Ltime)
 	r := &harness.Runner{Prefix: "meshdns-bench-xds-"}
 	defer r.Teardown()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sigs
-		r.Interrupt()
-	}()
+	r.InterruptOnSignal(nil)
 	var sizes []int
 	for f := range strings.SplitSeq(*sizesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
