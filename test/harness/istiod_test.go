@@ -25,7 +25,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	apinetworkingv1 "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -341,41 +340,11 @@ func bearer(ctx context.Context, token string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
 
-// watchNameTable subscribes to NDS over a state-of-the-world ADS stream,
-// ACKs every table, and returns the first table for which done is true. On
-// error (the stream fails, or 60s pass) it returns the last table received.
+// watchNameTable is WatchNameTable that gives up after a minute.
 func watchNameTable(ctx context.Context, conn *grpc.ClientConn, node *core.Node, done func(map[string]nameInfo) bool) (map[string]nameInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	req := &discovery.DiscoveryRequest{Node: node, TypeUrl: nameTableType}
-	var last map[string]nameInfo
-	for {
-		if err := stream.Send(req); err != nil {
-			return last, err
-		}
-		resp, err := stream.Recv()
-		if err != nil {
-			return last, err
-		}
-		if resp.GetTypeUrl() != nameTableType {
-			return last, fmt.Errorf("response of type %q, want %q", resp.GetTypeUrl(), nameTableType)
-		}
-		if len(resp.GetResources()) != 1 {
-			return last, fmt.Errorf("NDS response with %d resources, want 1", len(resp.GetResources()))
-		}
-		if last, err = unpackNameTable(resp.GetResources()[0]); err != nil {
-			return nil, err
-		}
-		if done(last) {
-			return last, nil
-		}
-		// ACK, and wait for the next push.
-		req = &discovery.DiscoveryRequest{TypeUrl: nameTableType, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}
-	}
+	return WatchNameTable(ctx, conn, node, func(t NameTable) bool { return done(t) })
 }
 
 // watchNameTableDelta is watchNameTable over a delta ADS stream. It also
@@ -408,7 +377,7 @@ func watchNameTableDelta(ctx context.Context, conn *grpc.ClientConn, node *core.
 		if len(resp.GetResources()) != 1 {
 			return last, names, fmt.Errorf("delta NDS response with %d resources (%q), want 1", len(names), names)
 		}
-		if last, err = unpackNameTable(resp.GetResources()[0].GetResource()); err != nil {
+		if last, err = UnpackNameTable(resp.GetResources()[0].GetResource()); err != nil {
 			return nil, names, err
 		}
 		if done(last) {
@@ -420,17 +389,6 @@ func watchNameTableDelta(ctx context.Context, conn *grpc.ClientConn, node *core.
 
 // nameInfo is istio.networking.nds.v1.NameTable.NameInfo.
 type nameInfo = NameInfo
-
-func unpackNameTable(a *anypb.Any) (map[string]nameInfo, error) {
-	if a.GetTypeUrl() != nameTableType {
-		return nil, fmt.Errorf("resource of type %q, want %q", a.GetTypeUrl(), nameTableType)
-	}
-	table, err := DecodeNameTable(a.GetValue())
-	if err != nil {
-		return nil, fmt.Errorf("decode NameTable: %w", err)
-	}
-	return table, nil
-}
 
 // checkNameTable reports the first host of want that table lacks or has
 // with other data (IPs compared as a set).

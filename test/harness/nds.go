@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -79,6 +80,12 @@ func FetchNameTable(ctx context.Context, addr string, node *core.Node, done func
 		return nil, err
 	}
 	defer conn.Close()
+	return WatchNameTable(ctx, conn, node, done)
+}
+
+// WatchNameTable is FetchNameTable over a connection the caller made (with
+// TLS, say, and a token in ctx).
+func WatchNameTable(ctx context.Context, conn *grpc.ClientConn, node *core.Node, done func(NameTable) bool) (NameTable, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
@@ -101,18 +108,27 @@ func FetchNameTable(ctx context.Context, addr string, node *core.Node, done func
 		if len(resp.GetResources()) != 1 {
 			return last, fmt.Errorf("NDS response with %d resources, want 1", len(resp.GetResources()))
 		}
-		res := resp.GetResources()[0]
-		if res.GetTypeUrl() != NameTableType {
-			return last, fmt.Errorf("resource of type %q, want %q", res.GetTypeUrl(), NameTableType)
-		}
-		if last, err = DecodeNameTable(res.GetValue()); err != nil {
-			return nil, fmt.Errorf("decode NameTable: %w", err)
+		if last, err = UnpackNameTable(resp.GetResources()[0]); err != nil {
+			return nil, err
 		}
 		if done == nil || done(last) {
 			return last, nil
 		}
+		// ACK, and wait for the next push.
 		req = &discovery.DiscoveryRequest{TypeUrl: NameTableType, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}
 	}
+}
+
+// UnpackNameTable decodes an NDS resource.
+func UnpackNameTable(a *anypb.Any) (NameTable, error) {
+	if a.GetTypeUrl() != NameTableType {
+		return nil, fmt.Errorf("resource of type %q, want %q", a.GetTypeUrl(), NameTableType)
+	}
+	table, err := DecodeNameTable(a.GetValue())
+	if err != nil {
+		return nil, fmt.Errorf("decode NameTable: %w", err)
+	}
+	return table, nil
 }
 
 // WaitNameTable is FetchNameTable with a deadline that fails the test, with
