@@ -291,7 +291,8 @@ func (m *MeshDNS) writeAddrs(ctx context.Context, w dns.ResponseWriter, r *dns.M
 	if (qtype != dns.TypeA && qtype != dns.TypeAAAA) || match.SRV > 0 || match.Record.Target() != "" {
 		return false, nil
 	}
-	ok, err := writeRaw(w, r, match.Record.Addrs(qtype))
+	rrs, size := match.Record.WireAddrs(qtype)
+	ok, err := writeRaw(w, r, rrs, size)
 	if !ok {
 		return false, nil
 	}

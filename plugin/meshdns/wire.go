@@ -7,11 +7,12 @@ import (
 
 	"github.com/coredns/coredns/plugin/metrics"
 	"github.com/coredns/coredns/request"
+	"github.com/meshdns/meshdns/plugin/table"
 	"github.com/miekg/dns"
 )
 
 // The common answer, the A or AAAA records of a name the table holds, is
-// written as wire bytes made from the precomputed records: no reply dns.Msg,
+// written from the wire form the table precomputes for it: no reply dns.Msg,
 // no Pack with its compression map, no Scrub. Every record is owned by the
 // question's name, so each is a compression pointer to the question and a
 // fixed-size tail; the reply is the request's header and question followed by
@@ -22,10 +23,7 @@ const (
 	// ptrToQuestion is a compression pointer to the question's name, which
 	// starts right after the header.
 	ptrToQuestion = 0xc000 | headerLen
-	// rrTail is what follows the owner name in an RR: type, class, TTL,
-	// RDLENGTH.
-	rrTail = 10
-	optLen = 11 // an OPT record without options
+	optLen        = 11 // an OPT record without options
 )
 
 // wireBufs holds reply buffers. Replies that do not fit in the size every
@@ -65,9 +63,10 @@ func rawRequest(r *dns.Msg) (opt *dns.OPT, ok bool) {
 	return opt, ok && len(opt.Option) == 0
 }
 
-// writeRaw writes rrs, A or AAAA records, as the answer to r's question, and
-// reports whether it did; when it did not, nothing was written.
-func writeRaw(w dns.ResponseWriter, r *dns.Msg, rrs []dns.RR) (bool, error) {
+// writeRaw writes rrs, A or AAAA records in wire form without their owner
+// name, each size bytes long, as the answer to r's question, and reports
+// whether it did; when it did not, nothing was written.
+func writeRaw(w dns.ResponseWriter, r *dns.Msg, rrs string, size int) (bool, error) {
 	if len(rrs) == 0 || !rawWriter(w) {
 		return false, nil
 	}
@@ -81,37 +80,20 @@ func writeRaw(w dns.ResponseWriter, r *dns.Msg, rrs []dns.RR) (bool, error) {
 
 	q := r.Question[0]
 	off, ok := packPlainName(b, headerLen, q.Name)
-	if !ok || off+4 > len(b) {
+	count := len(rrs) / size
+	if !ok || off+4+count*(2+size) > len(b) {
 		return false, nil
 	}
 	binary.BigEndian.PutUint16(b[off:], q.Qtype)
 	binary.BigEndian.PutUint16(b[off+2:], q.Qclass)
 	off += 4
 
-	first, size := off, 0
-	for _, rr := range rrs {
-		var rdata []byte
-		switch rr := rr.(type) {
-		case *dns.A:
-			rdata = rr.A.To4()
-		case *dns.AAAA:
-			if len(rr.AAAA) == 16 {
-				rdata = rr.AAAA
-			}
-		}
-		hdr := rr.Header()
-		if rdata == nil || (size != 0 && size != len(rdata)) || off+2+rrTail+len(rdata) > len(b) {
-			return false, nil
-		}
-		size = len(rdata)
+	first := off
+	for i := 0; i < len(rrs); i += size {
 		binary.BigEndian.PutUint16(b[off:], ptrToQuestion)
-		binary.BigEndian.PutUint16(b[off+2:], hdr.Rrtype)
-		binary.BigEndian.PutUint16(b[off+4:], dns.ClassINET)
-		binary.BigEndian.PutUint32(b[off+6:], hdr.Ttl)
-		binary.BigEndian.PutUint16(b[off+10:], uint16(len(rdata)))
-		off += 2 + rrTail + copy(b[off+2+rrTail:], rdata)
+		off += 2 + copy(b[off+2:], rrs[i:i+size])
 	}
-	shuffleRecords(b[first:off], 2+rrTail+size)
+	shuffleRecords(b[first:off], 2+size)
 
 	arcount := 0
 	if opt != nil {
@@ -142,7 +124,7 @@ func writeRaw(w dns.ResponseWriter, r *dns.Msg, rrs []dns.RR) (bool, error) {
 		b[3] |= 1 << 4
 	}
 	binary.BigEndian.PutUint16(b[4:], 1)
-	binary.BigEndian.PutUint16(b[6:], uint16(len(rrs)))
+	binary.BigEndian.PutUint16(b[6:], uint16(count))
 	binary.BigEndian.PutUint16(b[8:], 0)
 	binary.BigEndian.PutUint16(b[10:], uint16(arcount))
 
@@ -185,7 +167,7 @@ func packPlainName(b []byte, off int, name string) (end int, ok bool) {
 // the dns.Msg path shuffles the records themselves.
 func shuffleRecords(rrs []byte, size int) {
 	n := len(rrs) / size
-	var tmp [2 + rrTail + 16]byte
+	var tmp [2 + table.WireAAAA]byte
 	for i := n - 1; i > 0; i-- {
 		j := rand.IntN(i + 1)
 		if i == j {

@@ -2,9 +2,12 @@ package table
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
 	"testing"
+
+	"github.com/miekg/dns"
 )
 
 // Run: go test -run NONE -bench . -benchmem ./plugin/table/
@@ -38,6 +41,31 @@ func BenchmarkLookup(b *testing.B) {
 			}
 		})
 	}
+	// Every name in random order: the table does not fit in the caches, as
+	// for a server that answers a spread of names.
+	var spread []string
+	for _, e := range genEntries(100_000) {
+		spread = append(spread, e.Host+".")
+	}
+	rand.New(rand.NewPCG(1, 1)).Shuffle(len(spread), func(i, j int) { spread[i], spread[j] = spread[j], spread[i] })
+	b.Run("hit_spread", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		// The answer's bytes are read too, as the server does.
+		var sink byte
+		for b.Loop() {
+			m := tb.Lookup(spread[i])
+			if m.Kind != Hit {
+				b.Fatal("miss")
+			}
+			rrs, _ := m.Record.WireAddrs(dns.TypeA)
+			sink += rrs[len(rrs)-1]
+			if i++; i == len(spread) {
+				i = 0
+			}
+		}
+		_ = sink
+	})
 	b.Run("ptr", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

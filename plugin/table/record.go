@@ -1,33 +1,50 @@
 package table
 
 import (
+	"encoding/binary"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/miekg/dns"
 )
 
 // Record is the immutable, precomputed answer data of one served name. The
 // table replaces a Record on update and never changes one that readers can see.
+//
+// What a query reads comes first, to share a cache line: owner, for the
+// lookup's name check, and wire, for the answer; both point into one
+// allocation.
 type Record struct {
-	owner string   // canonical name with trailing dot
-	rrs   []dns.RR // A records, then AAAA records; owner is owner
-	split int32    // rrs[:split] are A, rrs[split:] are AAAA
+	owner string // canonical name with trailing dot
+	// wire is the A records, then the AAAA records, in wire form without
+	// their owner name: type, class, TTL, RDLENGTH and RDATA.
+	wire      string
+	extra     *recordExtra // nil for the common ClusterIP service
+	wireSplit int32        // wire[:wireSplit] are the A records
+	split     int32        // rrs[:split] are A, rrs[split:] are AAAA
 	// shortName is the length of "<name>.<ns>" in owner for a Kubernetes host
 	// that has short names, else 0.
 	shortName uint16
 	registry  Registry
 	source    SourceID
 	ports     []Port
-	extra     *recordExtra // nil for the common ClusterIP service
+	rrs       []dns.RR // A records, then AAAA records; owner is owner
 
 	// Storage for the common single-address case, so that it costs one
 	// allocation fewer.
 	one   dns.A
 	oneRR [1]dns.RR
-	oneIP [4]byte
 }
+
+// The sizes of an A and an AAAA record in wire form without the owner name.
+const (
+	rrFixed  = 10 // type, class, TTL, RDLENGTH
+	WireA    = rrFixed + net.IPv4len
+	WireAAAA = rrFixed + net.IPv6len
+)
 
 type recordExtra struct {
 	target    string     // CNAME target with trailing dot (ExternalName)
@@ -52,6 +69,15 @@ func (r *Record) A() []dns.RR { return r.rrs[:r.split] }
 
 // AAAA returns the precomputed AAAA records, owned by Owner.
 func (r *Record) AAAA() []dns.RR { return r.rrs[r.split:] }
+
+// WireAddrs returns the records of type qtype (A or AAAA) in wire form
+// without their owner name, each size bytes long.
+func (r *Record) WireAddrs(qtype uint16) (rrs string, size int) {
+	if qtype == dns.TypeA {
+		return r.wire[:r.wireSplit], WireA
+	}
+	return r.wire[r.wireSplit:], WireAAAA
+}
 
 // Addrs returns the records of type qtype (A or AAAA).
 func (r *Record) Addrs(qtype uint16) []dns.RR {
@@ -116,11 +142,11 @@ func (r *Record) namespace() string {
 }
 
 func (t *Table) build(src SourceID, e Entry) *Record {
-	r := &Record{owner: e.Host + ".", source: src, registry: e.Registry, ports: e.Ports}
+	r := &Record{source: src, registry: e.Registry, ports: e.Ports}
 	if e.Registry == Kubernetes {
 		r.shortName = uint16(t.shortNameLen(e.Host))
 	}
-	t.setAddrs(r, e.Addrs)
+	t.setAddrs(r, e.Host, ".", e.Addrs)
 	wild := strings.HasPrefix(e.Host, "*.")
 	if e.Target != "" || len(e.Endpoints) > 0 || wild {
 		x := &recordExtra{endpoints: e.Endpoints, wildcard: wild}
@@ -151,8 +177,8 @@ func (t *Table) endpointRecords(src SourceID, owner string, eps []Endpoint) ([]*
 	names := make([]*Record, 0, len(addrs))
 	for label, as := range addrs {
 		slices.SortFunc(as, netip.Addr.Compare)
-		r := &Record{owner: label + "." + owner, source: src}
-		t.setAddrs(r, slices.Compact(as))
+		r := &Record{source: src}
+		t.setAddrs(r, label+".", owner, slices.Compact(as))
 		byLabel[label] = r
 		names = append(names, r)
 	}
@@ -169,11 +195,39 @@ func dashed(a netip.Addr) string {
 	return strings.ReplaceAll(a.String(), ":", "-")
 }
 
-// setAddrs precomputes the address records; addrs are sorted, IPv4 first.
-func (t *Table) setAddrs(r *Record, addrs []netip.Addr) {
+// setAddrs sets the owner, name+suffix, and precomputes the address records,
+// as RRs and in wire form; addrs are sorted, IPv4 first.
+func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
+	ownerLen := len(name) + len(suffix)
+	size := ownerLen
+	for _, a := range addrs {
+		if a.Is4() {
+			size += WireA
+			r.wireSplit += WireA
+		} else {
+			size += WireAAAA
+		}
+	}
+	buf := append(append(make([]byte, 0, size), name...), suffix...)
+	for _, a := range addrs {
+		rrtype := dns.TypeAAAA
+		if a.Is4() {
+			rrtype = dns.TypeA
+		}
+		ip := a.AsSlice()
+		buf = binary.BigEndian.AppendUint16(buf, rrtype)
+		buf = binary.BigEndian.AppendUint16(buf, dns.ClassINET)
+		buf = binary.BigEndian.AppendUint32(buf, t.cfg.TTL)
+		buf = binary.BigEndian.AppendUint16(buf, uint16(len(ip)))
+		buf = append(buf, ip...)
+	}
+	// Nothing writes to buf from here on.
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
+	r.owner, r.wire = all[:ownerLen], all[ownerLen:]
+
 	if len(addrs) == 1 && addrs[0].Is4() {
-		r.oneIP = addrs[0].As4()
-		r.one = dns.A{Hdr: t.hdr(r.owner, dns.TypeA), A: r.oneIP[:]}
+		// The address is the wire form's RDATA.
+		r.one = dns.A{Hdr: t.hdr(r.owner, dns.TypeA), A: buf[ownerLen+rrFixed : len(buf) : len(buf)]}
 		r.oneRR[0] = &r.one
 		r.rrs, r.split = r.oneRR[:], 1
 		return

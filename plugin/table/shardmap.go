@@ -10,7 +10,10 @@ import (
 // with a single atomic load and never waits; a writer copies only the shards it
 // touches, so one change in a table of 100k names copies a few dozen entries,
 // not the table.
-const shardCount = 4096
+const (
+	shardBits  = 12
+	shardCount = 1 << shardBits
+)
 
 // shardMap is a map with lock-free reads and copy-on-write shards. Only one
 // writer may use it at a time (the table's mutex); see batch.

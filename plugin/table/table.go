@@ -37,8 +37,8 @@ type Table struct {
 	kubeSuffix string // ".svc.<domain>"
 	search     []searchDomain
 
-	names *shardMap[string, *Record]      // exact hosts, without trailing dot
-	wild  *shardMap[string, *Record]      // wildcard hosts by the suffix after "*."
+	names *recordMap                      // exact hosts, without trailing dot
+	wild  *recordMap                      // wildcard hosts by the suffix after "*."
 	ptr   *shardMap[netip.Addr, []string] // address -> owner names
 	ents  *shardMap[string, int32]        // empty non-terminals -> reference count
 
@@ -70,8 +70,8 @@ func New(cfg Config) *Table {
 	t := &Table{
 		cfg:        cfg,
 		kubeSuffix: ".svc." + cfg.Domain,
-		names:      newShardMap[string, *Record](),
-		wild:       newShardMap[string, *Record](),
+		names:      newRecordMap(),
+		wild:       newRecordMap(),
 		ptr:        newShardMap[netip.Addr, []string](),
 		ents:       newShardMap[string, int32](),
 		shadow:     map[string][]*Record{},
@@ -189,7 +189,7 @@ func (t *Table) Entries(src SourceID) []Entry {
 }
 
 func (t *Table) forSource(src SourceID, f func(*Record)) {
-	each := func(_ string, r *Record) {
+	each := func(r *Record) {
 		if r.source == src {
 			f(r)
 		}
@@ -214,8 +214,8 @@ func (t *Table) hostsOf(src SourceID) map[string]bool {
 // writer applies one batch of changes under t.mu.
 type writer struct {
 	t     *Table
-	names *batch[string, *Record]
-	wild  *batch[string, *Record]
+	names *recordBatch
+	wild  *recordBatch
 	ptr   *batch[netip.Addr, []string]
 	ents  *batch[string, int32]
 	// entDelta collects reference count changes by parent name.
@@ -253,7 +253,7 @@ func (w *writer) commit() {
 }
 
 // served returns the batch and key a host is published under.
-func (w *writer) served(host string) (*batch[string, *Record], string) {
+func (w *writer) served(host string) (*recordBatch, string) {
 	if suffix, ok := strings.CutPrefix(host, "*."); ok {
 		return w.wild, suffix
 	}
@@ -364,7 +364,7 @@ func (w *writer) dropShadow(host string, src SourceID) {
 
 // publish makes next the served record for key instead of prev (either may be
 // nil) and keeps the reverse and empty-non-terminal indexes in step.
-func (w *writer) publish(b *batch[string, *Record], key string, prev, next *Record) {
+func (w *writer) publish(b *recordBatch, key string, prev, next *Record) {
 	if next == nil {
 		b.del(key)
 	} else {

@@ -1,0 +1,112 @@
+package table
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestRecordMapMatchesMap drives a recordMap and a Go map with the same
+// random sets and deletes, in batches, and compares them after every commit.
+// Probe runs wrap around the end of a shard's slots and are cut by deletes;
+// shards grow and shrink.
+func TestRecordMapMatchesMap(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		keys     int // distinct keys drawn from
+		batches  int
+		perBatch int
+	}{
+		{"small", 50, 200, 10},
+		{"grow and shrink", 3000, 60, 400},
+		{"dense", 200_000, 4, 60_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			m := newRecordMap()
+			want := map[string]*Record{}
+			for round := range tc.batches {
+				b := m.begin()
+				if round == 0 {
+					b.hint = tc.perBatch / shardCount
+				}
+				for range tc.perBatch {
+					k := key(rng.IntN(tc.keys))
+					// Deletes outnumber sets in odd rounds, so shards shrink.
+					if rng.IntN(3) == 0 || (round%2 == 1 && rng.IntN(2) == 0) {
+						b.del(k)
+						delete(want, k)
+					} else {
+						r := &Record{owner: k + "."}
+						if rng.IntN(4) == 0 {
+							// Wildcards are found by their suffix.
+							r.owner = "*." + r.owner
+						}
+						b.set(k, r)
+						want[k] = r
+					}
+					if got, ok := b.get(k); ok != (want[k] != nil) || got != want[k] {
+						t.Fatalf("batch get(%s) = %p, %v before commit, want %p", k, got, ok, want[k])
+					}
+				}
+				b.commit()
+				compareRecordMap(t, m, want, tc.keys)
+			}
+		})
+	}
+}
+
+func key(i int) string { return fmt.Sprintf("k%d.ns", i) }
+
+func compareRecordMap(t *testing.T, m *recordMap, want map[string]*Record, keys int) {
+	t.Helper()
+	for i := range keys {
+		k := key(i)
+		got, ok := m.get(k)
+		w, wok := want[k]
+		if got != w || ok != wok {
+			t.Fatalf("get(%s) = %p, %v, want %p, %v", k, got, ok, w, wok)
+		}
+	}
+	n := 0
+	m.all(func(r *Record) {
+		n++
+		if want[recordKey(r)] != r {
+			t.Fatalf("all: %s is not the record set last", r.owner)
+		}
+	})
+	if n != len(want) {
+		t.Fatalf("all: %d entries, want %d", n, len(want))
+	}
+	for i := range m.shards {
+		s := m.shards[i].Load()
+		if s == nil {
+			continue
+		}
+		if s.n == 0 || len(s.slots) > 2*recordShardSize(s.n) || len(s.slots) < recordShardSize(s.n) {
+			t.Fatalf("shard %d: %d entries in %d slots", i, s.n, len(s.slots))
+		}
+	}
+}
+
+// TestRecordShardDeleteWraps deletes from a probe run that wraps around the
+// end of the slots, where moving records back must not move one before its
+// home slot.
+func TestRecordShardDeleteWraps(t *testing.T) {
+	s := newRecordShard(2) // 4 slots
+	// Hashes with homes 3, 3 and 0: the run is slots 3, 0, 1.
+	hash := func(home uint64) uint64 { return home<<shardBits | 1 }
+	recs := map[uint64]*Record{hash(3): {owner: "a."}, hash(3) + 2: {owner: "b."}, hash(0): {owner: "c."}}
+	for _, h := range []uint64{hash(3), hash(3) + 2, hash(0)} {
+		s.set(h, recs[h])
+	}
+	s.del(uint64(s.index(hash(3), "a")))
+	for h, r := range recs {
+		if i := s.index(h, recordKey(r)); (i >= 0) != (r.owner != "a.") {
+			t.Errorf("after deleting a: index(%s) = %d", r.owner, i)
+		}
+	}
+	if s.n != 2 {
+		t.Errorf("n = %d, want 2", s.n)
+	}
+}
