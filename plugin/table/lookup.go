@@ -213,8 +213,7 @@ func (m Match) Selects(p Port) bool {
 
 // PTR returns the names that own addr.
 func (t *Table) PTR(addr netip.Addr) []string {
-	owners, _ := t.ptr.get(addr)
-	return owners
+	return t.ptr.owners(addr, nil)
 }
 
 // ParseReverse turns an in-addr.arpa or ip6.arpa name (lower case, with or

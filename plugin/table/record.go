@@ -6,13 +6,15 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/miekg/dns"
 )
 
 // Record is the immutable, precomputed answer data of one served name. The
-// table replaces a Record on update and never changes one that readers can see.
+// table replaces a Record on update and never changes one that readers can see
+// (but for rrs, a cache filled once).
 //
 // What a query reads comes first, to share a cache line: owner, for the
 // lookup's name check, and wire, for the answer; both point into one
@@ -24,19 +26,17 @@ type Record struct {
 	wire      string
 	extra     *recordExtra // nil for the common ClusterIP service
 	wireSplit int32        // wire[:wireSplit] are the A records
-	split     int32        // rrs[:split] are A, rrs[split:] are AAAA
 	// shortName is the length of "<name>.<ns>" in owner for a Kubernetes host
 	// that has short names, else 0.
 	shortName uint16
 	registry  Registry
 	source    SourceID
 	ports     []Port
-	rrs       []dns.RR // A records, then AAAA records; owner is owner
-
-	// Storage for the common single-address case, so that it costs one
-	// allocation fewer.
-	one   dns.A
-	oneRR [1]dns.RR
+	// rrs is the wire form as dns.RRs, owned by owner, for the answers that
+	// are built as a dns.Msg; made on first use, since most names are only
+	// ever answered as wire bytes, and at 100k names they would be a third
+	// of the table's memory.
+	rrs atomic.Pointer[[]dns.RR]
 }
 
 // The sizes of an A and an AAAA record in wire form without the owner name.
@@ -63,12 +63,41 @@ func (r *Record) Host() string { return r.owner[:len(r.owner)-1] }
 // Source is the source that contributed this record.
 func (r *Record) Source() SourceID { return r.source }
 
-// A returns the precomputed A records, owned by Owner. Callers must not modify
-// the slice or the records.
-func (r *Record) A() []dns.RR { return r.rrs[:r.split] }
+// A returns the A records, owned by Owner. Callers must not modify the slice
+// or the records.
+func (r *Record) A() []dns.RR { return r.records()[:r.wireSplit/WireA] }
 
-// AAAA returns the precomputed AAAA records, owned by Owner.
-func (r *Record) AAAA() []dns.RR { return r.rrs[r.split:] }
+// AAAA returns the AAAA records, owned by Owner.
+func (r *Record) AAAA() []dns.RR { return r.records()[r.wireSplit/WireA:] }
+
+// records returns rrs, made from the wire form the first time.
+func (r *Record) records() []dns.RR {
+	if p := r.rrs.Load(); p != nil {
+		return *p
+	}
+	rrs := []dns.RR{}
+	for a := range r.addrs {
+		hdr := dns.RR_Header{Name: r.owner, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: r.ttl()}
+		if a.Is4() {
+			rrs = append(rrs, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		} else {
+			hdr.Rrtype = dns.TypeAAAA
+			rrs = append(rrs, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	// Readers that race here make equal slices; all keep the first.
+	r.rrs.CompareAndSwap(nil, &rrs)
+	return *r.rrs.Load()
+}
+
+// ttl is the records' TTL, the same for all of them.
+func (r *Record) ttl() uint32 {
+	if len(r.wire) < rrFixed {
+		return 0
+	}
+	w := r.wire[4:8]
+	return uint32(w[0])<<24 | uint32(w[1])<<16 | uint32(w[2])<<8 | uint32(w[3])
+}
 
 // WireAddrs returns the records of type qtype (A or AAAA) in wire form
 // without their owner name, each size bytes long.
@@ -195,11 +224,12 @@ func dashed(a netip.Addr) string {
 	return strings.ReplaceAll(a.String(), ":", "-")
 }
 
-// setAddrs sets the owner, name+suffix, and precomputes the address records,
-// as RRs and in wire form; addrs are sorted, IPv4 first.
+// setAddrs sets the owner, name+suffix, and precomputes the address records
+// in wire form; addrs are sorted, IPv4 first.
 func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
 	ownerLen := len(name) + len(suffix)
 	size := ownerLen
+	r.wireSplit = 0
 	for _, a := range addrs {
 		if a.Is4() {
 			size += WireA
@@ -224,49 +254,40 @@ func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
 	// Nothing writes to buf from here on.
 	all := unsafe.String(unsafe.SliceData(buf), len(buf))
 	r.owner, r.wire = all[:ownerLen], all[ownerLen:]
-
-	if len(addrs) == 1 && addrs[0].Is4() {
-		// The address is the wire form's RDATA.
-		r.one = dns.A{Hdr: t.hdr(r.owner, dns.TypeA), A: buf[ownerLen+rrFixed : len(buf) : len(buf)]}
-		r.oneRR[0] = &r.one
-		r.rrs, r.split = r.oneRR[:], 1
-		return
-	}
-	r.rrs = make([]dns.RR, 0, len(addrs))
-	for _, a := range addrs {
-		if a.Is4() {
-			r.rrs = append(r.rrs, &dns.A{Hdr: t.hdr(r.owner, dns.TypeA), A: a.AsSlice()})
-			r.split++
-		} else {
-			r.rrs = append(r.rrs, &dns.AAAA{Hdr: t.hdr(r.owner, dns.TypeAAAA), AAAA: a.AsSlice()})
-		}
-	}
 }
 
-func (t *Table) hdr(owner string, rrtype uint16) dns.RR_Header {
-	return dns.RR_Header{Name: owner, Rrtype: rrtype, Class: dns.ClassINET, Ttl: t.cfg.TTL}
-}
-
-// addrs returns the record's addresses in order.
+// addrs returns the record's addresses in order, from the wire form.
 func (r *Record) addrs(yield func(netip.Addr) bool) {
-	for _, rr := range r.rrs {
-		if !yield(rrAddr(rr)) {
+	for i := 0; i < len(r.wire); {
+		var a netip.Addr
+		if i < int(r.wireSplit) {
+			var ip [4]byte
+			copy(ip[:], r.wire[i+rrFixed:i+WireA])
+			a, i = netip.AddrFrom4(ip), i+WireA
+		} else {
+			var ip [16]byte
+			copy(ip[:], r.wire[i+rrFixed:i+WireAAAA])
+			a, i = netip.AddrFrom16(ip), i+WireAAAA
+		}
+		if !yield(a) {
 			return
 		}
 	}
 }
 
-// rrAddr is the address of one of our own A or AAAA records.
-func rrAddr(rr dns.RR) netip.Addr {
-	var ip []byte
-	switch rr := rr.(type) {
-	case *dns.A:
-		ip = rr.A.To4()
-	case *dns.AAAA:
-		ip = rr.AAAA
+// hasAddr reports whether a is one of the record's addresses.
+func (r *Record) hasAddr(a netip.Addr) bool {
+	for b := range r.addrs {
+		if b == a {
+			return true
+		}
 	}
-	a, _ := netip.AddrFromSlice(ip)
-	return a
+	return false
+}
+
+// addrCount is the number of addresses.
+func (r *Record) addrCount() int {
+	return int(r.wireSplit)/WireA + (len(r.wire)-int(r.wireSplit))/WireAAAA
 }
 
 // matches reports whether r was built from an entry equal to e (normalized),
@@ -282,7 +303,7 @@ func (t *Table) matches(r *Record, src SourceID, e Entry) bool {
 	if r.extra != nil {
 		eps = r.extra.endpoints
 	}
-	if !slices.Equal(eps, e.Endpoints) || len(r.rrs) != len(e.Addrs) {
+	if !slices.Equal(eps, e.Endpoints) || r.addrCount() != len(e.Addrs) {
 		return false
 	}
 	i := 0

@@ -2,22 +2,115 @@ package table
 
 import (
 	"hash/maphash"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
 )
 
-// recordMap maps served names to Records, the map every query reads. It has
-// the shards of a shardMap, but a shard is a flat open-addressing array of
-// (hash, *Record) instead of a Go map: a read hashes the name once, probes
-// 16-byte slots and compares the name with the Record's own, which the caller
-// reads next anyway. A Go map costs a pointer hop per level (map, directory,
-// table, group) and the key's bytes besides, each a cache miss when the table
-// is larger than the caches. Only one writer may use it at a time.
+// The indexes every query reads, names and addresses to Records, have the
+// shards of a shardMap, but a shard is a flat open-addressing array of
+// (hash, *Record) instead of a Go map, and the key is not stored: it is
+// checked against the Record, which the caller reads next anyway. A read
+// hashes the key once and probes 16-byte slots, where a Go map costs a pointer
+// hop per level (map, directory, table, group) and the key's bytes besides,
+// each a cache miss when the table is larger than the caches; and the slots
+// take a third of the memory of a Go map's.
+
+// recordMap finds the served Record of a name: a host, or for a wildcard
+// "*.suffix" the suffix (recordKey).
 type recordMap struct {
-	seed   maphash.Seed
-	shards [shardCount]atomic.Pointer[recordShard]
-	w      recordBatch
+	seed maphash.Seed
+	recordShards
+}
+
+// addrIndex finds the Records that own an address, for PTR: a host's
+// addresses, or a headless service's endpoint names. An address may have
+// several owners.
+type addrIndex struct {
+	seed maphash.Seed
+	recordShards
+}
+
+func newRecordMap() *recordMap { return &recordMap{seed: maphash.MakeSeed()} }
+func newAddrIndex() *addrIndex { return &addrIndex{seed: maphash.MakeSeed()} }
+
+// recordKey is the name r is found by in a recordMap.
+func recordKey(r *Record) string {
+	host := r.Host()
+	if suffix, ok := strings.CutPrefix(host, "*."); ok {
+		return suffix
+	}
+	return host
+}
+
+func (m *recordMap) hash(k string) uint64 { return nonZero(maphash.String(m.seed, k)) }
+
+func (m *recordMap) get(k string) (*Record, bool) {
+	h := m.hash(k)
+	r := m.find(m.shards[h%shardCount].Load(), h, func(r *Record) bool { return recordKey(r) == k })
+	return r, r != nil
+}
+
+// pending is get as the writer sees it, with its changes not yet committed.
+func (m *recordMap) pending(k string) (*Record, bool) {
+	h := m.hash(k)
+	r := m.find(m.current(uint32(h%shardCount)), h, func(r *Record) bool { return recordKey(r) == k })
+	return r, r != nil
+}
+
+// set makes r, whose recordKey is k, the record of k.
+func (m *recordMap) set(k string, r *Record) {
+	m.put(m.hash(k), r, func(e *Record) bool { return recordKey(e) == k })
+}
+
+func (m *recordMap) del(k string) {
+	m.remove(m.hash(k), func(r *Record) bool { return recordKey(r) == k })
+}
+
+func (x *addrIndex) hash(a netip.Addr) uint64 {
+	b := a.As16()
+	return nonZero(maphash.Bytes(x.seed, b[:]))
+}
+
+// owners appends the names of a's owners, sorted.
+func (x *addrIndex) owners(a netip.Addr, names []string) []string {
+	n, h := len(names), x.hash(a)
+	sh := x.shards[h%shardCount].Load()
+	if sh == nil {
+		return names
+	}
+	for i := sh.home(h); sh.slots[i].hash != 0; i = (i + 1) & sh.mask {
+		if e := sh.slots[i]; e.hash == h && e.rec.hasAddr(a) {
+			names = append(names, e.rec.owner)
+		}
+	}
+	slices.Sort(names[n:])
+	return slices.Compact(names)
+}
+
+// add makes r an owner of a.
+func (x *addrIndex) add(a netip.Addr, r *Record) { x.put(x.hash(a), r, nil) }
+
+// del removes the owner named owner from a.
+func (x *addrIndex) del(a netip.Addr, owner string) {
+	x.remove(x.hash(a), func(r *Record) bool { return r.owner == owner && r.hasAddr(a) })
+}
+
+func nonZero(h uint64) uint64 {
+	if h == 0 {
+		return 1 // 0 marks an empty slot
+	}
+	return h
+}
+
+// recordShards are the published shards and, for the one writer, the
+// private copies of the shards a batch touched; commit publishes them.
+type recordShards struct {
+	shards  [shardCount]atomic.Pointer[recordShard]
+	dirty   []*recordShard // by shard; nil until touched
+	touched []uint32
+	hint    int // initial size of a shard made from nothing
 }
 
 // recordShard is linear probing: the home slot is taken from the hash bits
@@ -34,40 +127,32 @@ type recordSlot struct {
 	rec  *Record
 }
 
-func newRecordMap() *recordMap { return &recordMap{seed: maphash.MakeSeed()} }
-
-// recordKey is the name r is found by: its host, or for a wildcard
-// "*.suffix" the suffix.
-func recordKey(r *Record) string {
-	host := r.Host()
-	if suffix, ok := strings.CutPrefix(host, "*."); ok {
-		return suffix
-	}
-	return host
-}
-
-func (m *recordMap) hash(k string) uint64 {
-	if h := maphash.String(m.seed, k); h != 0 {
-		return h
-	}
-	return 1 // 0 marks an empty slot
-}
-
-func (m *recordMap) get(k string) (*Record, bool) {
-	h := m.hash(k)
-	if s := m.shards[h%shardCount].Load(); s != nil {
-		if i := s.index(h, k); i >= 0 {
-			return s.slots[i].rec, true
+// current is shard i as the writer sees it: its private copy, or the
+// published shard. Readers load published shards only.
+func (s *recordShards) current(i uint32) *recordShard {
+	if s.dirty != nil {
+		if d := s.dirty[i]; d != nil {
+			return d
 		}
 	}
-	return nil, false
+	return s.shards[i].Load()
+}
+
+// find returns the first record in sh with hash h that match accepts, or nil.
+func (s *recordShards) find(sh *recordShard, h uint64, match func(*Record) bool) *Record {
+	if sh != nil {
+		if i := sh.index(h, match); i >= 0 {
+			return sh.slots[i].rec
+		}
+	}
+	return nil
 }
 
 // all calls f for every record; the writer uses it, readers never need to.
-func (m *recordMap) all(f func(*Record)) {
-	for i := range m.shards {
-		if s := m.shards[i].Load(); s != nil {
-			for _, e := range s.slots {
+func (s *recordShards) all(f func(*Record)) {
+	for i := range s.shards {
+		if sh := s.shards[i].Load(); sh != nil {
+			for _, e := range sh.slots {
 				if e.rec != nil {
 					f(e.rec)
 				}
@@ -76,8 +161,71 @@ func (m *recordMap) all(f func(*Record)) {
 	}
 }
 
+// put replaces the record with hash h that same accepts by r, or adds r
+// (always, when same is nil).
+func (s *recordShards) put(h uint64, r *Record, same func(*Record) bool) {
+	i := uint32(h % shardCount)
+	d := s.private(i)
+	if same != nil {
+		if j := d.index(h, same); j >= 0 {
+			d.slots[j].rec = r
+			return
+		}
+	}
+	if recordShardSize(d.n+1) > len(d.slots) {
+		d = d.resized(1)
+		s.dirty[i] = d
+	}
+	d.add(h, r)
+}
+
+// remove removes the first record with hash h that match accepts.
+func (s *recordShards) remove(h uint64, match func(*Record) bool) {
+	i := uint32(h % shardCount)
+	if sh := s.current(i); sh == nil || sh.index(h, match) < 0 {
+		return
+	}
+	d := s.private(i)
+	d.del(uint64(d.index(h, match)))
+}
+
+func (s *recordShards) private(i uint32) *recordShard {
+	if s.dirty == nil {
+		s.dirty = make([]*recordShard, shardCount)
+	}
+	d := s.dirty[i]
+	if d == nil {
+		if sh := s.shards[i].Load(); sh != nil {
+			d = &recordShard{mask: sh.mask, n: sh.n, slots: slices.Clone(sh.slots)}
+		} else {
+			d = newRecordShard(s.hint)
+		}
+		s.dirty[i] = d
+		s.touched = append(s.touched, i)
+	}
+	return d
+}
+
+func (s *recordShards) commit() {
+	for _, i := range s.touched {
+		d := s.dirty[i]
+		s.dirty[i] = nil
+		switch {
+		case d.n == 0:
+			s.shards[i].Store(nil)
+		case len(d.slots) > 2*recordShardSize(d.n):
+			// Shrink a shard that deletes left mostly empty.
+			s.shards[i].Store(d.resized(0))
+		default:
+			s.shards[i].Store(d)
+		}
+	}
+	s.touched = s.touched[:0]
+	s.hint = 0
+}
+
 // recordShardSize is the slot count for n records: a power of two, at most
-// two thirds full, so that a probe for a missing name ends after a few slots.
+// two thirds full, so that a probe for a missing key ends after a few slots.
 func recordShardSize(n int) int {
 	size := 4
 	for size*2 < n*3 {
@@ -91,13 +239,14 @@ func newRecordShard(n int) *recordShard {
 	return &recordShard{mask: uint64(size - 1), slots: make([]recordSlot, size)}
 }
 
-func (s *recordShard) home(h uint64) uint64 { return (h >> shardBits) & s.mask }
+func (sh *recordShard) home(h uint64) uint64 { return (h >> shardBits) & sh.mask }
 
-// index returns the slot of k, or -1.
-func (s *recordShard) index(h uint64, k string) int {
-	for i := s.home(h); ; i = (i + 1) & s.mask {
-		e := &s.slots[i]
-		if e.hash == h && recordKey(e.rec) == k {
+// index returns the slot of the first record with hash h that match
+// accepts, or -1.
+func (sh *recordShard) index(h uint64, match func(*Record) bool) int {
+	for i := sh.home(h); ; i = (i + 1) & sh.mask {
+		e := &sh.slots[i]
+		if e.hash == h && match(e.rec) {
 			return int(i)
 		}
 		if e.hash == 0 {
@@ -106,139 +255,43 @@ func (s *recordShard) index(h uint64, k string) int {
 	}
 }
 
-// set inserts r under hash h, or replaces the record with the same key. s
-// must be private to the writer and have room.
-func (s *recordShard) set(h uint64, r *Record) {
-	k := recordKey(r)
-	for i := s.home(h); ; i = (i + 1) & s.mask {
-		e := &s.slots[i]
-		if e.hash == 0 {
-			*e = recordSlot{hash: h, rec: r}
-			s.n++
-			return
-		}
-		if e.hash == h && recordKey(e.rec) == k {
-			e.rec = r
-			return
-		}
+// add puts r in the first free slot of its probe run. sh must be private to
+// the writer and have room.
+func (sh *recordShard) add(h uint64, r *Record) {
+	i := sh.home(h)
+	for sh.slots[i].hash != 0 {
+		i = (i + 1) & sh.mask
 	}
+	sh.slots[i] = recordSlot{hash: h, rec: r}
+	sh.n++
 }
 
 // del empties slot i and moves later records of its probe run back, so that
 // every record stays reachable from its home slot without tombstones.
-func (s *recordShard) del(i uint64) {
+func (sh *recordShard) del(i uint64) {
 	for j := i; ; {
-		j = (j + 1) & s.mask
-		e := &s.slots[j]
+		j = (j + 1) & sh.mask
+		e := &sh.slots[j]
 		if e.hash == 0 {
 			break
 		}
 		// e stays unless its home is cyclically outside (i, j].
-		if h := s.home(e.hash); (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
-			s.slots[i] = *e
+		if h := sh.home(e.hash); (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
+			sh.slots[i] = *e
 			i = j
 		}
 	}
-	s.slots[i] = recordSlot{}
-	s.n--
+	sh.slots[i] = recordSlot{}
+	sh.n--
 }
 
-// resized returns a copy of s with room for more records than it has.
-func (s *recordShard) resized(more int) *recordShard {
-	r := newRecordShard(s.n + more)
-	for _, e := range s.slots {
+// resized returns a copy of sh with room for more records than it has.
+func (sh *recordShard) resized(more int) *recordShard {
+	r := newRecordShard(sh.n + more)
+	for _, e := range sh.slots {
 		if e.rec != nil {
-			r.set(e.hash, e.rec)
+			r.add(e.hash, e.rec)
 		}
 	}
 	return r
-}
-
-// recordBatch collects changes to a recordMap like batch does for a
-// shardMap: each touched shard is copied once, changed while private, and
-// published by commit.
-type recordBatch struct {
-	m       *recordMap
-	dirty   []*recordShard // by shard; nil until touched
-	touched []uint32
-	hint    int // initial size of a shard made from nothing
-}
-
-func (m *recordMap) begin() *recordBatch {
-	if m.w.dirty == nil {
-		m.w = recordBatch{m: m, dirty: make([]*recordShard, shardCount)}
-	}
-	return &m.w
-}
-
-func (b *recordBatch) private(i uint32) *recordShard {
-	d := b.dirty[i]
-	if d == nil {
-		if s := b.m.shards[i].Load(); s != nil {
-			d = &recordShard{mask: s.mask, n: s.n, slots: slices.Clone(s.slots)}
-		} else {
-			d = newRecordShard(b.hint)
-		}
-		b.dirty[i] = d
-		b.touched = append(b.touched, i)
-	}
-	return d
-}
-
-// current is the shard as this batch sees it.
-func (b *recordBatch) current(i uint32) *recordShard {
-	if d := b.dirty[i]; d != nil {
-		return d
-	}
-	return b.m.shards[i].Load()
-}
-
-func (b *recordBatch) get(k string) (*Record, bool) {
-	h := b.m.hash(k)
-	if s := b.current(uint32(h % shardCount)); s != nil {
-		if i := s.index(h, k); i >= 0 {
-			return s.slots[i].rec, true
-		}
-	}
-	return nil, false
-}
-
-// set makes r the record of k, which must be recordKey(r).
-func (b *recordBatch) set(k string, r *Record) {
-	h := b.m.hash(k)
-	i := uint32(h % shardCount)
-	d := b.private(i)
-	if recordShardSize(d.n+1) > len(d.slots) {
-		d = d.resized(1)
-		b.dirty[i] = d
-	}
-	d.set(h, r)
-}
-
-func (b *recordBatch) del(k string) {
-	h := b.m.hash(k)
-	i := uint32(h % shardCount)
-	if s := b.current(i); s == nil || s.index(h, k) < 0 {
-		return
-	}
-	d := b.private(i)
-	d.del(uint64(d.index(h, k)))
-}
-
-func (b *recordBatch) commit() {
-	for _, i := range b.touched {
-		d := b.dirty[i]
-		b.dirty[i] = nil
-		switch {
-		case d.n == 0:
-			b.m.shards[i].Store(nil)
-		case len(d.slots) > 2*recordShardSize(d.n):
-			// Shrink a shard that deletes left mostly empty.
-			b.m.shards[i].Store(d.resized(0))
-		default:
-			b.m.shards[i].Store(d)
-		}
-	}
-	b.touched = b.touched[:0]
-	b.hint = 0
 }

@@ -3,6 +3,8 @@ package table
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -26,7 +28,7 @@ func TestRecordMapMatchesMap(t *testing.T) {
 			m := newRecordMap()
 			want := map[string]*Record{}
 			for round := range tc.batches {
-				b := m.begin()
+				b := m
 				if round == 0 {
 					b.hint = tc.perBatch / shardCount
 				}
@@ -45,7 +47,7 @@ func TestRecordMapMatchesMap(t *testing.T) {
 						b.set(k, r)
 						want[k] = r
 					}
-					if got, ok := b.get(k); ok != (want[k] != nil) || got != want[k] {
+					if got, ok := b.pending(k); ok != (want[k] != nil) || got != want[k] {
 						t.Fatalf("batch get(%s) = %p, %v before commit, want %p", k, got, ok, want[k])
 					}
 				}
@@ -93,20 +95,53 @@ func compareRecordMap(t *testing.T, m *recordMap, want map[string]*Record, keys 
 // end of the slots, where moving records back must not move one before its
 // home slot.
 func TestRecordShardDeleteWraps(t *testing.T) {
-	s := newRecordShard(2) // 4 slots
+	sh := newRecordShard(2) // 4 slots
 	// Hashes with homes 3, 3 and 0: the run is slots 3, 0, 1.
 	hash := func(home uint64) uint64 { return home<<shardBits | 1 }
 	recs := map[uint64]*Record{hash(3): {owner: "a."}, hash(3) + 2: {owner: "b."}, hash(0): {owner: "c."}}
 	for _, h := range []uint64{hash(3), hash(3) + 2, hash(0)} {
-		s.set(h, recs[h])
+		sh.add(h, recs[h])
 	}
-	s.del(uint64(s.index(hash(3), "a")))
+	is := func(r *Record) func(*Record) bool { return func(e *Record) bool { return e == r } }
+	sh.del(uint64(sh.index(hash(3), is(recs[hash(3)]))))
 	for h, r := range recs {
-		if i := s.index(h, recordKey(r)); (i >= 0) != (r.owner != "a.") {
+		if i := sh.index(h, is(r)); (i >= 0) != (r.owner != "a.") {
 			t.Errorf("after deleting a: index(%s) = %d", r.owner, i)
 		}
 	}
-	if s.n != 2 {
-		t.Errorf("n = %d, want 2", s.n)
+	if sh.n != 2 {
+		t.Errorf("n = %d, want 2", sh.n)
+	}
+}
+
+// TestAddrIndexMatchesMap adds and removes owners of a few addresses, many
+// owners each, and compares with a Go map of sorted owner lists.
+func TestAddrIndexMatchesMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	x := newAddrIndex()
+	tb := New(Config{Domain: "cluster.local", TTL: 5})
+	addrs := []netip.Addr{ip("10.0.0.1"), ip("10.0.0.2"), ip("fd00::1"), ip("10.0.0.3")}
+	want := map[netip.Addr][]string{}
+	for round := range 100 {
+		for range 20 {
+			a := addrs[rng.IntN(len(addrs))]
+			owner := fmt.Sprintf("o%d.ns.", rng.IntN(30))
+			if i, ok := slices.BinarySearch(want[a], owner); ok {
+				x.del(a, owner)
+				want[a] = slices.Delete(want[a], i, i+1)
+			} else {
+				// Each owner's record has the address among others.
+				r := &Record{}
+				tb.setAddrs(r, owner, "", []netip.Addr{ip("10.9.9.9"), a})
+				x.add(a, r)
+				want[a] = slices.Insert(want[a], i, owner)
+			}
+		}
+		x.commit()
+		for _, a := range addrs {
+			if got := x.owners(a, nil); !slices.Equal(got, want[a]) && len(got)+len(want[a]) > 0 {
+				t.Fatalf("round %d: owners(%s) = %v, want %v", round, a, got, want[a])
+			}
+		}
 	}
 }

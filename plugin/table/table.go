@@ -37,10 +37,10 @@ type Table struct {
 	kubeSuffix string // ".svc.<domain>"
 	search     []searchDomain
 
-	names *recordMap                      // exact hosts, without trailing dot
-	wild  *recordMap                      // wildcard hosts by the suffix after "*."
-	ptr   *shardMap[netip.Addr, []string] // address -> owner names
-	ents  *shardMap[string, int32]        // empty non-terminals -> reference count
+	names *recordMap               // exact hosts, without trailing dot
+	wild  *recordMap               // wildcard hosts by the suffix after "*."
+	ptr   *addrIndex               // address -> owners
+	ents  *shardMap[string, int32] // empty non-terminals -> reference count
 
 	// wildMaxLabels is the most labels of any wildcard suffix ever added (0:
 	// none), so a lookup skips suffixes too deep to match.
@@ -72,7 +72,7 @@ func New(cfg Config) *Table {
 		kubeSuffix: ".svc." + cfg.Domain,
 		names:      newRecordMap(),
 		wild:       newRecordMap(),
-		ptr:        newShardMap[netip.Addr, []string](),
+		ptr:        newAddrIndex(),
 		ents:       newShardMap[string, int32](),
 		shadow:     map[string][]*Record{},
 	}
@@ -214,9 +214,9 @@ func (t *Table) hostsOf(src SourceID) map[string]bool {
 // writer applies one batch of changes under t.mu.
 type writer struct {
 	t     *Table
-	names *recordBatch
-	wild  *recordBatch
-	ptr   *batch[netip.Addr, []string]
+	names *recordMap
+	wild  *recordMap
+	ptr   *addrIndex
 	ents  *batch[string, int32]
 	// entDelta collects reference count changes by parent name.
 	entDelta       map[string]int32
@@ -225,7 +225,7 @@ type writer struct {
 }
 
 func (t *Table) begin(size int) *writer {
-	w := &writer{t: t, names: t.names.begin(), wild: t.wild.begin(), ptr: t.ptr.begin(), ents: t.ents.begin(),
+	w := &writer{t: t, names: t.names, wild: t.wild, ptr: t.ptr, ents: t.ents.begin(),
 		entDelta: map[string]int32{}}
 	// A bulk load fills empty shards: make them the right size at once.
 	w.names.hint, w.ptr.hint = size/shardCount, size/shardCount
@@ -252,8 +252,8 @@ func (w *writer) commit() {
 	}
 }
 
-// served returns the batch and key a host is published under.
-func (w *writer) served(host string) (*recordBatch, string) {
+// served returns the index and key a host is published under.
+func (w *writer) served(host string) (*recordMap, string) {
 	if suffix, ok := strings.CutPrefix(host, "*."); ok {
 		return w.wild, suffix
 	}
@@ -264,7 +264,7 @@ func (w *writer) served(host string) (*recordBatch, string) {
 // served for host (nil if none); they are the same when the source wins.
 func (w *writer) find(src SourceID, host string) (cur, winner *Record) {
 	b, key := w.served(host)
-	winner, _ = b.get(key)
+	winner, _ = b.pending(key)
 	if winner != nil && winner.source == src {
 		return winner, winner
 	}
@@ -364,7 +364,7 @@ func (w *writer) dropShadow(host string, src SourceID) {
 
 // publish makes next the served record for key instead of prev (either may be
 // nil) and keeps the reverse and empty-non-terminal indexes in step.
-func (w *writer) publish(b *recordBatch, key string, prev, next *Record) {
+func (w *writer) publish(b *recordMap, key string, prev, next *Record) {
 	if next == nil {
 		b.del(key)
 	} else {
@@ -410,10 +410,11 @@ func (w *writer) refAncestors(host string, delta int32) {
 	}
 }
 
-// ptrPair is one address a record answers PTR queries for, and its name.
+// ptrPair is one address a record answers PTR queries for, and the record
+// that owns it.
 type ptrPair struct {
-	addr  netip.Addr
-	owner string
+	addr netip.Addr
+	rec  *Record
 }
 
 // appendPTR appends r's PTR pairs: the endpoint names of a headless service,
@@ -427,38 +428,24 @@ func appendPTR(pairs []ptrPair, r *Record) []ptrPair {
 		owners = []*Record{r}
 	}
 	for _, o := range owners {
-		for _, rr := range o.rrs {
-			pairs = append(pairs, ptrPair{rrAddr(rr), o.owner})
+		for a := range o.addrs {
+			pairs = append(pairs, ptrPair{a, o})
 		}
 	}
 	return pairs
 }
 
+// reindexPTR replaces prev's pairs by next's. Every pair of next is added
+// anew, even one prev had, so that the index never keeps a replaced Record.
 func (w *writer) reindexPTR(prev, next *Record) {
-	old := appendPTR(w.oldPTR[:0], prev)
+	w.oldPTR = appendPTR(w.oldPTR[:0], prev)
 	w.newPTR = appendPTR(w.newPTR[:0], next)
+	for _, p := range w.oldPTR {
+		w.ptr.del(p.addr, p.rec.owner)
+	}
 	for _, p := range w.newPTR {
-		if i := slices.Index(old, p); i >= 0 {
-			old = slices.Delete(old, i, i+1)
-			continue
-		}
-		owners, _ := w.ptr.get(p.addr)
-		i, found := slices.BinarySearch(owners, p.owner)
-		if !found {
-			w.ptr.set(p.addr, slices.Insert(slices.Clip(owners), i, p.owner))
-		}
+		w.ptr.add(p.addr, p.rec)
 	}
-	for _, p := range old {
-		owners, _ := w.ptr.get(p.addr)
-		if i, found := slices.BinarySearch(owners, p.owner); found {
-			if len(owners) == 1 {
-				w.ptr.del(p.addr)
-				continue
-			}
-			w.ptr.set(p.addr, slices.Delete(slices.Clone(owners), i, i+1))
-		}
-	}
-	w.oldPTR = old
 }
 
 // shortNameLen returns len("<name>.<ns>") when host is
