@@ -46,7 +46,7 @@ import (
 var (
 	outDir     = flag.String("out", "../docs/bench", "directory for results.md, qps.png and the profiles")
 	sizesFlag  = flag.String("sizes", "1000,100000", "table sizes (hosts: Services plus 2% ServiceEntries)")
-	k8sAll     = flag.Bool("k8s-100k", false, "run the kubernetes-source candidates at every size, not only the first (100k objects take ~10 min to create)")
+	k8sAll     = flag.Bool("k8s-100k", false, "run the kubernetes-source candidates at every size, not only the first (their Services are seeded into etcd: harness.SeedServices)")
 	only       = flag.String("candidates", "", "comma-separated candidate keys to run (default: all): "+candidateKeys())
 	duration   = flag.Duration("d", 6*time.Second, "dnsperf run per candidate × mix × size × round (whole seconds)")
 	mixesFlag  = flag.String("mixes", "a,b", "query mixes to measure")

@@ -12,7 +12,6 @@ import (
 	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
-	knetworkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -110,7 +109,8 @@ func (b *bench) start(c candidate, d *dataset) (*server, error) {
 
 // createObjects creates the Services and ServiceEntries of d that the API
 // server does not have yet (d's objects are a superset of a smaller
-// table's), with the table's addresses.
+// table's), with the table's addresses. The Services are seeded into etcd;
+// the ServiceEntries (CRDs, no IP allocator) go through the API.
 func (b *bench) createObjects(ctx context.Context, d *dataset) error {
 	cs, is := b.cp.Client, b.cp.Istio
 	if b.createdSvcs == 0 {
@@ -121,39 +121,25 @@ func (b *bench) createObjects(ctx context.Context, d *dataset) error {
 			}
 		}
 	}
-	// The harness's Service range is a /16: add more for bigger tables.
-	if last := d.svcs[len(d.svcs)-1].ip.As4(); last[1] > 96 {
-		for second := 97; second <= int(last[1]); second++ {
-			cidr := &knetworkingv1.ServiceCIDR{
-				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-10-%d", second)},
-				Spec:       knetworkingv1.ServiceCIDRSpec{CIDRs: []string{fmt.Sprintf("10.%d.0.0/16", second)}},
-			}
-			if _, err := cs.NetworkingV1().ServiceCIDRs().Create(ctx, cidr, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-				return err
-			}
-		}
-	}
-	err := harness.Parallel(len(d.svcs)-b.createdSvcs, 32, func(k int) error {
-		h := d.svcs[b.createdSvcs+k]
-		svc := &corev1.Service{
+	// Creating 100k Services through the API takes hours (see
+	// harness.SeedServices). The harness's /12 range holds all of the
+	// dataset's addresses (10.96.1.0 on).
+	var svcs []*corev1.Service
+	for _, h := range d.svcs[b.createdSvcs:] {
+		svcs = append(svcs, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: h.name},
 			Spec: corev1.ServiceSpec{
 				Type:      corev1.ServiceTypeClusterIP,
 				ClusterIP: h.ip.String(),
 				Ports:     []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
 			},
-		}
-		_, err := cs.CoreV1().Services(h.ns).Create(ctx, svc, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			err = nil
-		}
-		return err
-	})
-	if err != nil {
+		})
+	}
+	if err := b.cp.SeedServices(ctx, svcs); err != nil {
 		return err
 	}
 	b.createdSvcs = len(d.svcs)
-	err = harness.Parallel(len(d.ses)-b.createdSEs, 32, func(k int) error {
+	err := harness.Parallel(len(d.ses)-b.createdSEs, 32, func(k int) error {
 		j := b.createdSEs + k
 		h := d.ses[j]
 		res := apinetworking.ServiceEntry_DNS

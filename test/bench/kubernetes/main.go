@@ -4,8 +4,10 @@
 //
 //   - sync time: from the start of the process until the last of -services
 //     ClusterIP services answers its ClusterIP over UDP;
-//   - memory: VmRSS of the process after the sync and a 2 s settle, then
-//     the live Go heap (allocated bytes right after a forced GC);
+//   - memory: VmRSS of the process after the sync and a 2 s settle, its peak
+//     (VmHWM), then the live Go heap (allocated bytes right after a forced
+//     GC), and, after the create-to-answer runs, VmRSS once it stopped
+//     falling;
 //   - create-to-answer latency: -creates services created one at a time, each
 //     timed from the return of its Create call to its first correct A answer
 //     (polled every 1 ms).
@@ -15,12 +17,18 @@
 // answer is checked against the service's ClusterIP. The result is a
 // Markdown table on stdout.
 //
+// The -services services are written straight into etcd
+// (harness.SeedServices), all but the last, which is created through the
+// API; the -creates services go through the API, whose watch path they
+// measure.
+//
 // Run it from test/: go run ./bench/kubernetes [-services N] [-creates N] [-bin PATH]
 package main
 
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +37,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,6 +69,8 @@ const (
 	serverCPU    = 0 // the server under test
 	clientCPU    = 1 // this program, etcd, kube-apiserver
 	settle       = 2 * time.Second
+	settleWindow = 15 * time.Second
+	settleMax    = 2 * time.Minute
 	syncLimit    = 5 * time.Minute
 	answerLimit  = 30 * time.Second
 	pollInterval = time.Millisecond
@@ -78,6 +89,8 @@ type result struct {
 	load      string
 	sync, cpu time.Duration // cpu: the server's CPU time (user+system) at sync
 	rss, heap float64       // bytes
+	peak      float64       // VmHWM: the most RSS the process ever had
+	settled   float64       // RSS once it stopped falling (settledRSS)
 	lat       []time.Duration
 }
 
@@ -150,13 +163,13 @@ func main() {
 	fmt.Printf("\n- command: `%s` (effective: -services %d -creates %d -namespaces %d -bin %s -maxload %.2f)\n",
 		strings.Join(append([]string{"cd test && go run ./bench/kubernetes"}, os.Args[1:]...), " "),
 		*nServices, *nCreates, *nNamespaces, *binPath, *maxLoad)
-	fmt.Printf("- N = %d ClusterIP services (one port each) in %d namespaces; %d creates per server\n", *nServices, *nNamespaces, *nCreates)
+	fmt.Printf("- N = %d ClusterIP services (one port each; all but the last seeded straight into etcd) in %d namespaces; %d creates per server\n", *nServices, *nNamespaces, *nCreates)
 	fmt.Printf("- date: %s; %s built %s (a copy of it runs); %d × %s\n", start.UTC().Format(time.RFC3339), *binPath,
 		binInfo.ModTime().UTC().Format(time.RFC3339), runtime.NumCPU(), cpuModel())
 	fmt.Printf("- load average at start: %s; before each server (after waiting for < %.2f): %s %s, %s %s\n", startLoad, *maxLoad,
 		servers[0].name, results[0].load, servers[1].name, results[1].load)
 	fmt.Printf("- each server alone on CPU %d with GOMAXPROCS=1; this program, etcd and kube-apiserver on CPU %d; all answers checked against the ClusterIP\n", serverCPU, clientCPU)
-	fmt.Printf("- sync: process start to the last service's correct A answer (1 ms polling); CPU to sync: user+system time of the process then; RSS: VmRSS %s after the sync; live heap: go_memstats_heap_alloc_bytes right after a forced GC, taken after the RSS\n", settle)
+	fmt.Printf("- sync: process start to the last service's correct A answer (1 ms polling); CPU to sync: user+system time of the process then; RSS: VmRSS %s after the sync; peak RSS: VmHWM then; live heap: go_memstats_heap_alloc_bytes right after a forced GC, taken after the RSS; RSS settled: VmRSS after the creates, once it moved less than 1 MiB in %s (at most %s)\n", settle, settleWindow, settleMax)
 	fmt.Printf("- runtime: %s\n", time.Since(start).Round(time.Second))
 }
 
@@ -176,8 +189,18 @@ func newService(ns, name string) *corev1.Service {
 	}
 }
 
+// svcIP is the ClusterIP of svc(i): IPv4 from 10.96.1.0 on, past the API
+// server's 10.96.0.1 and the DNS service's customary 10.96.0.10.
+func svcIP(i int) string {
+	var a [4]byte
+	binary.BigEndian.PutUint32(a[:], 0x0a600100+uint32(i))
+	return netip.AddrFrom4(a).String()
+}
+
 // createAll creates the namespaces and the services, the last one alone
-// after all the others.
+// after all the others: the sync is timed to its answer, so it must be the
+// newest. The others are seeded straight into etcd, since creating them
+// through the API takes hours at 100k (see harness.SeedServices).
 func (b *bench) createAll() {
 	for i := range *nNamespaces {
 		ns, _ := svcName(i)
@@ -188,27 +211,21 @@ func (b *bench) createAll() {
 	}
 	n := *nServices
 	b.ips = make([]string, n)
-	begin := time.Now()
-	create := func(i int) error {
+	svcs := make([]*corev1.Service, n)
+	for i := range n {
 		ns, name := svcName(i)
-		svc, err := b.client.CoreV1().Services(ns).Create(b.ctx, newService(ns, name), metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("create service %s/%s: %w", ns, name, err)
-		}
-		if net.ParseIP(svc.Spec.ClusterIP).To4() == nil {
-			return fmt.Errorf("service %s/%s: ClusterIP %q is not IPv4", ns, name, svc.Spec.ClusterIP)
-		}
-		b.ips[i] = svc.Spec.ClusterIP
-		if i%1000 == 999 {
-			log.Printf("created %d services", i+1)
-		}
-		return nil
+		b.ips[i] = svcIP(i)
+		svcs[i] = newService(ns, name)
+		svcs[i].Spec.ClusterIP = b.ips[i]
 	}
-	if err := harness.Parallel(n-1, 32, create); err != nil {
+	begin := time.Now()
+	if err := b.cp.SeedServices(b.ctx, svcs[:n-1]); err != nil {
 		b.r.Fatalf("%v", err)
 	}
-	if err := create(n - 1); err != nil {
-		b.r.Fatalf("%v", err)
+	log.Printf("seeded %d services in %s", n-1, time.Since(begin).Round(time.Millisecond))
+	last := svcs[n-1]
+	if _, err := b.client.CoreV1().Services(last.Namespace).Create(b.ctx, last, metav1.CreateOptions{}); err != nil {
+		b.r.Fatalf("create service %s/%s: %v", last.Namespace, last.Name, err)
 	}
 	log.Printf("created %d services in %d namespaces in %s", n, *nNamespaces, time.Since(begin).Round(time.Millisecond))
 }
@@ -263,7 +280,10 @@ func (b *bench) run(k int, s server) result {
 	log.Printf("%s: synced %d services in %s, using %s of CPU", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu)
 
 	time.Sleep(settle)
-	if res.rss, err = vmRSS(p.Pid()); err != nil {
+	if res.rss, err = procStatus(p.Pid(), "VmRSS"); err != nil {
+		fail("%v", err)
+	}
+	if res.peak, err = procStatus(p.Pid(), "VmHWM"); err != nil {
 		fail("%v", err)
 	}
 	// The live heap: a GC (the pprof heap handler with gc=1), then the
@@ -315,6 +335,11 @@ func (b *bench) run(k int, s server) result {
 	}
 	slices.Sort(res.lat)
 	log.Printf("%s: create-to-answer p50 %s p99 %s max %s", s.name, ms(pct(res.lat, 50)), ms(pct(res.lat, 99)), ms(res.lat[len(res.lat)-1]))
+
+	if res.settled, err = settledRSS(p.Pid()); err != nil {
+		fail("%v", err)
+	}
+	log.Printf("%s: RSS settled at %s (peak %s)", s.name, mib(res.settled), mib(res.peak))
 
 	p.Stop()
 	err = harness.Parallel(len(created), 32, func(i int) error {
@@ -442,17 +467,17 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 
 func table(rs []result) string {
 	var sb strings.Builder
-	sb.WriteString("| server | sync time | CPU to sync | RSS after sync | live heap | create→answer p50 | p90 | p99 | max |\n")
-	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	sb.WriteString("| server | sync time | CPU to sync | RSS after sync | peak RSS | RSS settled | live heap | create→answer p50 | p90 | p99 | max |\n")
+	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	cols := func(r result) []float64 {
 		l := r.lat
-		return []float64{r.sync.Seconds(), r.cpu.Seconds(), r.rss, r.heap,
+		return []float64{r.sync.Seconds(), r.cpu.Seconds(), r.rss, r.peak, r.settled, r.heap,
 			pct(l, 50).Seconds(), pct(l, 90).Seconds(), pct(l, 99).Seconds(), l[len(l)-1].Seconds()}
 	}
 	for k, r := range rs {
 		c := cols(r)
-		fmt.Fprintf(&sb, "| %s | %.2f s | %.2f s | %s | %s | %s | %s | %s | %s |\n", servers[k].name, c[0], c[1], mib(c[2]), mib(c[3]),
-			msf(c[4]), msf(c[5]), msf(c[6]), msf(c[7]))
+		fmt.Fprintf(&sb, "| %s | %.2f s | %.2f s | %s | %s | %s | %s | %s | %s | %s | %s |\n", servers[k].name, c[0], c[1],
+			mib(c[2]), mib(c[3]), mib(c[4]), mib(c[5]), msf(c[6]), msf(c[7]), msf(c[8]), msf(c[9]))
 	}
 	a, b := cols(rs[0]), cols(rs[1])
 	sb.WriteString("| ratio meshdns / kubernetes |")
@@ -506,8 +531,27 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
-// vmRSS returns VmRSS of pid in bytes.
-func vmRSS(pid int) (float64, error) {
+// settledRSS polls VmRSS of pid every second until it has moved less than
+// 1 MiB over the last settleWindow, or settleMax passed: the Go runtime hands
+// the memory of the sync's garbage back to the kernel over tens of seconds,
+// down to about its heap goal, twice the live heap.
+func settledRSS(pid int) (float64, error) {
+	var seen []float64
+	for begin := time.Now(); ; time.Sleep(time.Second) {
+		rss, err := procStatus(pid, "VmRSS")
+		if err != nil {
+			return 0, err
+		}
+		seen = append(seen, rss)
+		last := seen[max(0, len(seen)-int(settleWindow/time.Second)):]
+		if len(seen) > len(last) && slices.Max(last)-slices.Min(last) < 1<<20 || time.Since(begin) > settleMax {
+			return rss, nil
+		}
+	}
+}
+
+// procStatus returns a kB field of /proc/PID/status (VmRSS, VmHWM) in bytes.
+func procStatus(pid int, field string) (float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -515,12 +559,12 @@ func vmRSS(pid int) (float64, error) {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // metric returns the value of an unlabelled prometheus metric.
