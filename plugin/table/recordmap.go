@@ -86,7 +86,7 @@ func (x *addrIndex) owners(a netip.Addr, names []string) []string {
 		}
 	}
 	slices.Sort(names[n:])
-	return slices.Compact(names)
+	return names[:n+len(slices.Compact(names[n:]))]
 }
 
 // add makes r an owner of a.

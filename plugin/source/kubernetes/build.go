@@ -40,14 +40,15 @@ func visible(exportTo []string, ns, client string) bool {
 // with its endpoints (the ready ones, or all with publishNotReadyAddresses),
 // each also under its own name.
 func serviceToEntry(s *service, eps []*endpointSlice) table.Entry {
-	e := table.Entry{Host: s.host, Registry: table.Kubernetes, Addrs: s.addrs, Ports: s.ports, Target: s.target}
-	if !s.headless {
+	rare := s.more()
+	e := table.Entry{Host: s.host, Registry: table.Kubernetes, Addrs: s.addrs, Ports: s.ports, Target: rare.target}
+	if !rare.headless {
 		return e
 	}
 	e.Addrs = nil
 	for _, sl := range eps {
 		for _, ep := range sl.endpoints {
-			if ep.ready || s.notReady {
+			if ep.ready || rare.notReady {
 				e.Endpoints = append(e.Endpoints, table.Endpoint{Hostname: ep.hostname, Addr: ep.addr})
 				e.Addrs = append(e.Addrs, ep.addr)
 			}

@@ -52,21 +52,21 @@ func TestServiceToEntry(t *testing.T) {
 		},
 		{
 			name: "headless: ready endpoints, per-pod names, duplicates merged",
-			svc:  service{host: "mysql.db.svc.cluster.local", headless: true, ports: ports},
+			svc:  service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true}, ports: ports},
 			want: table.Entry{Host: "mysql.db.svc.cluster.local", Registry: table.Kubernetes, Ports: ports,
 				Addrs:     addrs("10.1.0.1", "fd00::3"),
 				Endpoints: []table.Endpoint{{Addr: a("fd00::3")}, {Hostname: "mysql-0", Addr: a("10.1.0.1")}}},
 		},
 		{
 			name: "headless with publishNotReadyAddresses",
-			svc:  service{host: "mysql.db.svc.cluster.local", headless: true, notReady: true},
+			svc:  service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true, notReady: true}},
 			want: table.Entry{Host: "mysql.db.svc.cluster.local", Registry: table.Kubernetes,
 				Addrs:     addrs("10.1.0.1", "10.1.0.2", "fd00::3"),
 				Endpoints: []table.Endpoint{{Addr: a("10.1.0.2")}, {Addr: a("fd00::3")}, {Hostname: "mysql-0", Addr: a("10.1.0.1")}}},
 		},
 		{
 			name: "ExternalName",
-			svc:  service{host: "pay.shop.svc.cluster.local", target: "pay.example.com"},
+			svc:  service{host: "pay.shop.svc.cluster.local", rare: &serviceRare{target: "pay.example.com"}},
 			want: table.Entry{Host: "pay.shop.svc.cluster.local", Registry: table.Kubernetes, Target: "pay.example.com"},
 		},
 	}

@@ -26,14 +26,30 @@ const autoAllocateLabel = "networking.istio.io/enable-autoallocate-ip"
 // informer cache holds (see slim.go).
 type service struct {
 	apiObject
-	host     string // <name>.<namespace>.svc.<domain>
-	version  string // resource version
+	host    string       // <name>.<namespace>.svc.<domain>
+	version string       // resource version
+	addrs   []netip.Addr // ClusterIPs
+	ports   []table.Port
+	rare    *serviceRare // nil for a plain ClusterIP Service, as most are
+}
+
+// serviceRare is what few Services have; apart, it saves a third of the
+// struct every Service in the cache is.
+type serviceRare struct {
 	exportTo []string
-	addrs    []netip.Addr // ClusterIPs
+	target   string // ExternalName
 	headless bool
 	notReady bool // publishNotReadyAddresses
-	target   string
-	ports    []table.Port
+}
+
+var plainService serviceRare
+
+// more returns s's rare fields, zero for a plain Service; read only.
+func (s *service) more() *serviceRare {
+	if s.rare == nil {
+		return &plainService
+	}
+	return s.rare
 }
 
 // endpoint is one address of an EndpointSlice.
@@ -105,13 +121,10 @@ func serviceHost(name, ns, domain string) string {
 
 // convertService checks a Service and keeps what the table needs.
 func convertService(s *corev1.Service, domain string) (*service, error) {
-	out := &service{
-		host: serviceHost(s.Name, s.Namespace, domain), version: s.ResourceVersion,
-		exportTo: splitList(s.Annotations[exportToAnnotation]),
-		notReady: s.Spec.PublishNotReadyAddresses,
-	}
+	out := &service{host: serviceHost(s.Name, s.Namespace, domain), version: s.ResourceVersion}
+	rare := serviceRare{exportTo: splitList(s.Annotations[exportToAnnotation]), notReady: s.Spec.PublishNotReadyAddresses}
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
-		out.target = s.Spec.ExternalName
+		rare.target = s.Spec.ExternalName
 	} else {
 		ips := s.Spec.ClusterIPs
 		if len(ips) == 0 && s.Spec.ClusterIP != "" {
@@ -119,7 +132,7 @@ func convertService(s *corev1.Service, domain string) (*service, error) {
 		}
 		for _, ip := range ips {
 			if ip == corev1.ClusterIPNone {
-				out.headless = true
+				rare.headless = true
 				continue
 			}
 			a, err := netip.ParseAddr(ip)
@@ -144,8 +157,11 @@ func convertService(s *corev1.Service, domain string) (*service, error) {
 	}
 	sortPorts(out.ports)
 	out.ports = ports.intern(out.ports)
+	if rare.exportTo != nil || rare.target != "" || rare.headless || rare.notReady {
+		out.rare = &rare
+	}
 	// The table checks the rest (host length, labels, target) the same way.
-	_, err := table.Normalize(table.Entry{Host: out.host, Registry: table.Kubernetes, Addrs: out.addrs, Ports: out.ports, Target: out.target})
+	_, err := table.Normalize(table.Entry{Host: out.host, Registry: table.Kubernetes, Addrs: out.addrs, Ports: out.ports, Target: rare.target})
 	return out, err
 }
 

@@ -51,14 +51,14 @@ func TestConvertService(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "mysql", Annotations: map[string]string{exportToAnnotation: ". , shop"}},
 				Spec:       corev1.ServiceSpec{ClusterIP: "None", ClusterIPs: []string{"None"}, PublishNotReadyAddresses: true},
 			},
-			want: service{host: "mysql.db.svc.cluster.local", headless: true, notReady: true, exportTo: []string{".", "shop"}},
+			want: service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true, notReady: true, exportTo: []string{".", "shop"}}},
 		},
 		{
 			name: "ExternalName",
 			svc: corev1.Service{ObjectMeta: meta("shop", "pay"), Spec: corev1.ServiceSpec{
 				Type: corev1.ServiceTypeExternalName, ExternalName: "pay.example.com",
 			}},
-			want: service{host: "pay.shop.svc.cluster.local", target: "pay.example.com"},
+			want: service{host: "pay.shop.svc.cluster.local", rare: &serviceRare{target: "pay.example.com"}},
 		},
 		{
 			name:    "invalid ClusterIP",
@@ -95,10 +95,11 @@ func TestConvertService(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.host != tt.want.host || got.headless != tt.want.headless || got.notReady != tt.want.notReady ||
-				got.target != tt.want.target || !slices.Equal(got.addrs, tt.want.addrs) ||
-				!slices.Equal(got.ports, tt.want.ports) || !slices.Equal(got.exportTo, tt.want.exportTo) {
-				t.Errorf("got %+v, want %+v", *got, tt.want)
+			g, w := got.more(), tt.want.more()
+			if got.host != tt.want.host || (got.rare == nil) != (tt.want.rare == nil) || g.headless != w.headless ||
+				g.notReady != w.notReady || g.target != w.target || !slices.Equal(got.addrs, tt.want.addrs) ||
+				!slices.Equal(got.ports, tt.want.ports) || !slices.Equal(g.exportTo, w.exportTo) {
+				t.Errorf("got %+v %+v, want %+v %+v", *got, *g, tt.want, *w)
 			}
 		})
 	}

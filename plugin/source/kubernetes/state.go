@@ -229,7 +229,7 @@ func (st *state) flush(affected map[string]bool) {
 // ServiceEntries of one namespace, merged.
 func (st *state) build(host string) (table.Entry, bool) {
 	client := st.scope.namespace
-	if s := st.services[host]; s != nil && visible(s.exportTo, s.namespace(), client) {
+	if s := st.services[host]; s != nil && visible(s.more().exportTo, s.namespace(), client) {
 		var eps []*endpointSlice
 		for k := range st.slicesOf[host] {
 			eps = append(eps, st.slices[k])

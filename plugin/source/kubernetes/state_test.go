@@ -106,7 +106,7 @@ func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 	rec := &recorder{}
 	st := newState(scope{domain: "cluster.local"}, rec)
 	st.sync()
-	st.setService("db", "mysql", &service{host: "mysql.db.svc.cluster.local", headless: true})
+	st.setService("db", "mysql", &service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true}})
 	st.setSlice("db/mysql-1", &endpointSlice{service: "db/mysql", endpoints: []endpoint{{hostname: "mysql-0", addr: addrs("10.1.0.1")[0], ready: true}}})
 	a := rec.take()
 	if len(a) != 2 || len(a[1].upserts[0].Endpoints) != 1 {
@@ -138,8 +138,8 @@ func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 func TestStateVisibilityAndConflicts(t *testing.T) {
 	rec := &recorder{}
 	st := newState(scope{domain: "cluster.local", namespace: "shop"}, rec)
-	st.setService("db", "private", &service{host: "private.db.svc.cluster.local", exportTo: []string{"."}})
-	st.setService("db", "shared", &service{host: "shared.db.svc.cluster.local", exportTo: []string{"shop"}})
+	st.setService("db", "private", &service{host: "private.db.svc.cluster.local", rare: &serviceRare{exportTo: []string{"."}}})
+	st.setService("db", "shared", &service{host: "shared.db.svc.cluster.local", rare: &serviceRare{exportTo: []string{"shop"}}})
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")})
 	st.setServiceEntry("b/x", &serviceEntry{ns: "b", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.2")})
 	st.setServiceEntry("c/hidden", &serviceEntry{ns: "c", name: "hidden", hosts: []string{"hidden.example.com"}, exportTo: []string{"."},
