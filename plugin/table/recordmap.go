@@ -48,14 +48,14 @@ func (m *recordMap) hash(k string) uint64 { return nonZero(maphash.String(m.seed
 
 func (m *recordMap) get(k string) (*Record, bool) {
 	h := m.hash(k)
-	r := m.find(m.shards[h%shardCount].Load(), h, func(r *Record) bool { return recordKey(r) == k })
+	r := m.shards[h%shardCount].Load().find(h, func(r *Record) bool { return recordKey(r) == k })
 	return r, r != nil
 }
 
 // pending is get as the writer sees it, with its changes not yet committed.
 func (m *recordMap) pending(k string) (*Record, bool) {
 	h := m.hash(k)
-	r := m.find(m.current(uint32(h%shardCount)), h, func(r *Record) bool { return recordKey(r) == k })
+	r := m.current(uint32(h%shardCount)).find(h, func(r *Record) bool { return recordKey(r) == k })
 	return r, r != nil
 }
 
@@ -136,16 +136,6 @@ func (s *recordShards) current(i uint32) *recordShard {
 		}
 	}
 	return s.shards[i].Load()
-}
-
-// find returns the first record in sh with hash h that match accepts, or nil.
-func (s *recordShards) find(sh *recordShard, h uint64, match func(*Record) bool) *Record {
-	if sh != nil {
-		if i := sh.index(h, match); i >= 0 {
-			return sh.slots[i].rec
-		}
-	}
-	return nil
 }
 
 // all calls f for every record; the writer uses it, readers never need to.
@@ -255,6 +245,17 @@ func (sh *recordShard) index(h uint64, match func(*Record) bool) int {
 			return -1
 		}
 	}
+}
+
+// find returns the first record with hash h that match accepts, or nil; sh
+// may be nil, an empty shard.
+func (sh *recordShard) find(h uint64, match func(*Record) bool) *Record {
+	if sh != nil {
+		if i := sh.index(h, match); i >= 0 {
+			return sh.slots[i].rec
+		}
+	}
+	return nil
 }
 
 // add puts r in the first free slot of its probe run. sh must be private to
