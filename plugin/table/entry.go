@@ -3,6 +3,7 @@ package table
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -102,6 +103,15 @@ var (
 	ErrEndpoint = errors.New("invalid_endpoint")
 )
 
+// A Record keeps the length of its address records' wire form in a uint32
+// and its port count in a uint16: Normalize rejects entries past these limits
+// rather than serve part of them. An endpoint name can get every endpoint's
+// address, so endpoints are bounded as addresses are.
+const (
+	maxAddrs = math.MaxUint32 / WireAAAA // about 165 million
+	maxPorts = math.MaxUint16
+)
+
 // Reason returns the metric label for an error returned by Normalize.
 func Reason(err error) string {
 	for _, e := range []error{ErrHost, ErrAddress, ErrPort, ErrTarget, ErrEndpoint} {
@@ -128,6 +138,9 @@ func Normalize(e Entry) (Entry, error) {
 		}
 		e.Target = t
 	}
+	if len(e.Addrs) > maxAddrs {
+		return e, fmt.Errorf("%w: %s: %d addresses, more than %d", ErrAddress, host, len(e.Addrs), maxAddrs)
+	}
 	clean := true
 	for i, a := range e.Addrs {
 		if !usableAddr(a) {
@@ -146,10 +159,16 @@ func Normalize(e Entry) (Entry, error) {
 		slices.SortFunc(addrs, netip.Addr.Compare)
 		e.Addrs = slices.Compact(addrs)
 	}
+	if len(e.Ports) > maxPorts {
+		return e, fmt.Errorf("%w: %s: %d ports, more than %d", ErrPort, host, len(e.Ports), maxPorts)
+	}
 	for _, p := range e.Ports {
 		if p.Number == 0 || p.Protocol > SCTP || (p.Name != "" && !isLabel(p.Name)) {
 			return e, fmt.Errorf("%w: %s: port %q %d", ErrPort, host, p.Name, p.Number)
 		}
+	}
+	if len(e.Endpoints) > maxAddrs {
+		return e, fmt.Errorf("%w: %s: %d endpoints, more than %d", ErrEndpoint, host, len(e.Endpoints), maxAddrs)
 	}
 	for _, ep := range e.Endpoints {
 		if !usableAddr(ep.Addr) || (ep.Hostname != "" && !isLabel(ep.Hostname)) {

@@ -198,7 +198,7 @@ func (t *Table) srv(name string) Match {
 		return Match{}
 	}
 	m := Match{Kind: Hit, Record: r, SRV: len(name) - len(host), Port: port[1:], Proto: proto[1:]}
-	for _, p := range r.ports {
+	for _, p := range r.Ports() {
 		if m.Selects(p) {
 			return m
 		}

@@ -2,6 +2,8 @@ package table
 
 import (
 	"encoding/binary"
+	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,27 +18,45 @@ import (
 // table replaces a Record on update and never changes one that readers can see
 // (but for rrs, a cache filled once).
 //
-// What a query reads comes first, to share a cache line: owner, for the
-// lookup's name check, and wire, for the answer; both point into one
-// allocation.
+// A table holds one per name, so it is kept to 48 bytes, a size class
+// (TestRecordSize): lengths instead of string and slice headers. What a query
+// reads comes first, in 32 bytes: data and its lengths, for the lookup's name
+// check and for the answer, and extra, to rule out a CNAME.
 type Record struct {
-	owner string // canonical name with trailing dot
-	// wire is the A records, then the AAAA records, in wire form without
-	// their owner name: type, class, TTL, RDLENGTH and RDATA.
-	wire      string
-	extra     *recordExtra // nil for the common ClusterIP service
-	wireSplit int32        // wire[:wireSplit] are the A records
-	// shortName is the length of "<name>.<ns>" in owner for a Kubernetes host
-	// that has short names, else 0.
-	shortName uint16
-	registry  Registry
+	// data is the owner, the canonical name with its trailing dot, then the
+	// wire form of the A records and then the AAAA records, without their
+	// owner name: type, class, TTL, RDLENGTH and RDATA. It is one allocation
+	// (see setAddrs); owner and wire return its parts.
+	data      *byte
+	wireLen   uint32 // see maxAddrs
+	wireSplit uint32 // wire()[:wireSplit] are the A records
+	ownerLen  uint16 // an endpoint name can be longer than 255
 	source    SourceID
-	ports     []Port
+	nports    uint16 // see maxPorts
+	// shortName is the length of "<name>.<ns>" in owner for a Kubernetes host
+	// that has short names, else 0; a host has at most 253 characters.
+	shortName uint8
+	registry  Registry
+	extra     *recordExtra // nil for the common ClusterIP service
+	// ports are the first of nports ports, in the array of the entry's Ports
+	// as given: a pointer rather than a slice header, and no copy, since the
+	// kubernetes source already shares one array between equal lists.
+	ports *Port
 	// rrs is the wire form as dns.RRs, owned by owner, for the answers that
 	// are built as a dns.Msg; made on first use, since most names are only
 	// ever answered as wire bytes, and at 100k names they would be a third
 	// of the table's memory.
 	rrs atomic.Pointer[[]dns.RR]
+}
+
+// owner is the canonical name with its trailing dot.
+func (r *Record) owner() string { return unsafe.String(r.data, r.ownerLen) }
+
+// wire is the address records in wire form (see data).
+func (r *Record) wire() string {
+	// Slicing, rather than a pointer past owner, never makes a pointer past
+	// the end of data when wire is empty.
+	return unsafe.String(r.data, int(r.ownerLen)+int(r.wireLen))[r.ownerLen:]
 }
 
 // The sizes of an A and an AAAA record in wire form without the owner name.
@@ -55,10 +75,10 @@ type recordExtra struct {
 }
 
 // Owner is the canonical name with its trailing dot.
-func (r *Record) Owner() string { return r.owner }
+func (r *Record) Owner() string { return r.owner() }
 
 // Host is the canonical name without the trailing dot.
-func (r *Record) Host() string { return r.owner[:len(r.owner)-1] }
+func (r *Record) Host() string { return unsafe.String(r.data, int(r.ownerLen)-1) }
 
 // Source is the source that contributed this record.
 func (r *Record) Source() SourceID { return r.source }
@@ -77,7 +97,7 @@ func (r *Record) records() []dns.RR {
 	}
 	rrs := []dns.RR{}
 	for a := range r.addrs {
-		hdr := dns.RR_Header{Name: r.owner, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: r.ttl()}
+		hdr := dns.RR_Header{Name: r.owner(), Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: r.ttl()}
 		if a.Is4() {
 			rrs = append(rrs, &dns.A{Hdr: hdr, A: a.AsSlice()})
 		} else {
@@ -92,20 +112,21 @@ func (r *Record) records() []dns.RR {
 
 // ttl is the records' TTL, the same for all of them.
 func (r *Record) ttl() uint32 {
-	if len(r.wire) < rrFixed {
+	if r.wireLen < rrFixed {
 		return 0
 	}
-	w := r.wire[4:8]
+	w := r.wire()[4:8]
 	return uint32(w[0])<<24 | uint32(w[1])<<16 | uint32(w[2])<<8 | uint32(w[3])
 }
 
 // WireAddrs returns the records of type qtype (A or AAAA) in wire form
 // without their owner name, each size bytes long.
 func (r *Record) WireAddrs(qtype uint16) (rrs string, size int) {
+	w := r.wire()
 	if qtype == dns.TypeA {
-		return r.wire[:r.wireSplit], WireA
+		return w[:r.wireSplit], WireA
 	}
-	return r.wire[r.wireSplit:], WireAAAA
+	return w[r.wireSplit:], WireAAAA
 }
 
 // Addrs returns the records of type qtype (A or AAAA).
@@ -124,8 +145,9 @@ func (r *Record) Target() string {
 	return r.extra.target
 }
 
-// Ports returns the service ports.
-func (r *Record) Ports() []Port { return r.ports }
+// Ports returns the service ports. Callers must not modify them; appending
+// copies, as the slice is full.
+func (r *Record) Ports() []Port { return unsafe.Slice(r.ports, r.nports) }
 
 // Endpoints returns the per-endpoint name records of a headless service, sorted.
 func (r *Record) Endpoints() []*Record {
@@ -140,7 +162,7 @@ func (r *Record) Wildcard() bool { return r.extra != nil && r.extra.wildcard }
 
 // Entry rebuilds the entry the record was made from, for snapshots and dumps.
 func (r *Record) Entry() Entry {
-	e := Entry{Host: r.Host(), Registry: r.registry, Ports: r.ports}
+	e := Entry{Host: r.Host(), Registry: r.registry, Ports: r.Ports()}
 	for a := range r.addrs {
 		e.Addrs = append(e.Addrs, a)
 	}
@@ -166,14 +188,18 @@ func (r *Record) nameCount(namespace string) int {
 
 // namespace is the <ns> of a host with short names "<name>.<ns>.svc...".
 func (r *Record) namespace() string {
-	short := r.owner[:r.shortName]
+	short := r.owner()[:r.shortName]
 	return short[strings.IndexByte(short, '.')+1:]
 }
 
 func (t *Table) build(src SourceID, e Entry) *Record {
-	r := &Record{source: src, registry: e.Registry, ports: e.Ports}
+	r := &Record{source: src, registry: e.Registry}
+	if len(e.Ports) > 0 {
+		// Normalize bounds the count.
+		r.ports, r.nports = unsafe.SliceData(e.Ports), uint16(len(e.Ports))
+	}
 	if e.Registry == Kubernetes {
-		r.shortName = uint16(t.shortNameLen(e.Host))
+		r.shortName = uint8(t.shortNameLen(e.Host))
 	}
 	t.setAddrs(r, e.Host, ".", e.Addrs)
 	wild := strings.HasPrefix(e.Host, "*.")
@@ -182,7 +208,7 @@ func (t *Table) build(src SourceID, e Entry) *Record {
 		if e.Target != "" {
 			x.target = e.Target + "."
 		}
-		x.names, x.byLabel = t.endpointRecords(src, r.owner, e.Endpoints)
+		x.names, x.byLabel = t.endpointRecords(src, r.owner(), e.Endpoints)
 		r.extra = x
 	}
 	return r
@@ -211,7 +237,7 @@ func (t *Table) endpointRecords(src SourceID, owner string, eps []Endpoint) ([]*
 		byLabel[label] = r
 		names = append(names, r)
 	}
-	slices.SortFunc(names, func(a, b *Record) int { return strings.Compare(a.owner, b.owner) })
+	slices.SortFunc(names, func(a, b *Record) int { return strings.Compare(a.owner(), b.owner()) })
 	return names, byLabel
 }
 
@@ -228,15 +254,18 @@ func dashed(a netip.Addr) string {
 // in wire form; addrs are sorted, IPv4 first.
 func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
 	ownerLen := len(name) + len(suffix)
-	size := ownerLen
-	r.wireSplit = 0
+	split, size := 0, ownerLen
 	for _, a := range addrs {
 		if a.Is4() {
 			size += WireA
-			r.wireSplit += WireA
+			split += WireA
 		} else {
 			size += WireAAAA
 		}
+	}
+	// Normalize keeps within these (maxAddrs); never serve a truncated answer.
+	if ownerLen > math.MaxUint16 || uint64(size-ownerLen) > math.MaxUint32 {
+		panic(fmt.Sprintf("table: record %s%s too large: %d addresses", name, suffix, len(addrs)))
 	}
 	buf := append(append(make([]byte, 0, size), name...), suffix...)
 	for _, a := range addrs {
@@ -252,21 +281,22 @@ func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
 		buf = append(buf, ip...)
 	}
 	// Nothing writes to buf from here on.
-	all := unsafe.String(unsafe.SliceData(buf), len(buf))
-	r.owner, r.wire = all[:ownerLen], all[ownerLen:]
+	r.data = unsafe.SliceData(buf)
+	r.ownerLen, r.wireLen, r.wireSplit = uint16(ownerLen), uint32(size-ownerLen), uint32(split)
 }
 
 // addrs returns the record's addresses in order, from the wire form.
 func (r *Record) addrs(yield func(netip.Addr) bool) {
-	for i := 0; i < len(r.wire); {
+	w := r.wire()
+	for i := 0; i < len(w); {
 		var a netip.Addr
 		if i < int(r.wireSplit) {
 			var ip [4]byte
-			copy(ip[:], r.wire[i+rrFixed:i+WireA])
+			copy(ip[:], w[i+rrFixed:i+WireA])
 			a, i = netip.AddrFrom4(ip), i+WireA
 		} else {
 			var ip [16]byte
-			copy(ip[:], r.wire[i+rrFixed:i+WireAAAA])
+			copy(ip[:], w[i+rrFixed:i+WireAAAA])
 			a, i = netip.AddrFrom16(ip), i+WireAAAA
 		}
 		if !yield(a) {
@@ -287,13 +317,13 @@ func (r *Record) hasAddr(a netip.Addr) bool {
 
 // addrCount is the number of addresses.
 func (r *Record) addrCount() int {
-	return int(r.wireSplit)/WireA + (len(r.wire)-int(r.wireSplit))/WireAAAA
+	return int(r.wireSplit)/WireA + int(r.wireLen-r.wireSplit)/WireAAAA
 }
 
 // matches reports whether r was built from an entry equal to e (normalized),
 // so an unchanged entry changes nothing.
 func (t *Table) matches(r *Record, src SourceID, e Entry) bool {
-	if r.source != src || r.registry != e.Registry || r.Host() != e.Host || !slices.Equal(r.ports, e.Ports) {
+	if r.source != src || r.registry != e.Registry || r.Host() != e.Host || !slices.Equal(r.Ports(), e.Ports) {
 		return false
 	}
 	if r.Target() != targetFQDN(e.Target) {

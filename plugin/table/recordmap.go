@@ -82,7 +82,7 @@ func (x *addrIndex) owners(a netip.Addr, names []string) []string {
 	}
 	for i := sh.home(h); sh.slots[i].hash != 0; i = (i + 1) & sh.mask {
 		if e := sh.slots[i]; e.hash == h && e.rec.hasAddr(a) {
-			names = append(names, e.rec.owner)
+			names = append(names, e.rec.owner())
 		}
 	}
 	slices.Sort(names[n:])
@@ -94,7 +94,7 @@ func (x *addrIndex) add(a netip.Addr, r *Record) { x.put(x.hash(a), r, nil) }
 
 // del removes the owner named owner from a.
 func (x *addrIndex) del(a netip.Addr, owner string) {
-	x.remove(x.hash(a), func(r *Record) bool { return r.owner == owner && r.hasAddr(a) })
+	x.remove(x.hash(a), func(r *Record) bool { return r.owner() == owner && r.hasAddr(a) })
 }
 
 func nonZero(h uint64) uint64 {

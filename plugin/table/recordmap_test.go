@@ -39,10 +39,10 @@ func TestRecordMapMatchesMap(t *testing.T) {
 						b.del(k)
 						delete(want, k)
 					} else {
-						r := &Record{owner: k + "."}
+						r := named(k + ".")
 						if rng.IntN(4) == 0 {
 							// Wildcards are found by their suffix.
-							r.owner = "*." + r.owner
+							r = named("*." + k + ".")
 						}
 						b.set(k, r)
 						want[k] = r
@@ -60,6 +60,13 @@ func TestRecordMapMatchesMap(t *testing.T) {
 
 func key(i int) string { return fmt.Sprintf("k%d.ns", i) }
 
+// named returns a record of owner without addresses.
+func named(owner string) *Record {
+	r := &Record{}
+	(&Table{}).setAddrs(r, owner, "", nil)
+	return r
+}
+
 func compareRecordMap(t *testing.T, m *recordMap, want map[string]*Record, keys int) {
 	t.Helper()
 	for i := range keys {
@@ -74,7 +81,7 @@ func compareRecordMap(t *testing.T, m *recordMap, want map[string]*Record, keys 
 	m.all(func(r *Record) {
 		n++
 		if want[recordKey(r)] != r {
-			t.Fatalf("all: %s is not the record set last", r.owner)
+			t.Fatalf("all: %s is not the record set last", r.owner())
 		}
 	})
 	if n != len(want) {
@@ -98,15 +105,15 @@ func TestRecordShardDeleteWraps(t *testing.T) {
 	sh := newRecordShard(2) // 4 slots
 	// Hashes with homes 3, 3 and 0: the run is slots 3, 0, 1.
 	hash := func(home uint64) uint64 { return home<<shardBits | 1 }
-	recs := map[uint64]*Record{hash(3): {owner: "a."}, hash(3) + 2: {owner: "b."}, hash(0): {owner: "c."}}
+	recs := map[uint64]*Record{hash(3): named("a."), hash(3) + 2: named("b."), hash(0): named("c.")}
 	for _, h := range []uint64{hash(3), hash(3) + 2, hash(0)} {
 		sh.add(h, recs[h])
 	}
 	is := func(r *Record) func(*Record) bool { return func(e *Record) bool { return e == r } }
 	sh.del(uint64(sh.index(hash(3), is(recs[hash(3)]))))
 	for h, r := range recs {
-		if i := sh.index(h, is(r)); (i >= 0) != (r.owner != "a.") {
-			t.Errorf("after deleting a: index(%s) = %d", r.owner, i)
+		if i := sh.index(h, is(r)); (i >= 0) != (r.owner() != "a.") {
+			t.Errorf("after deleting a: index(%s) = %d", r.owner(), i)
 		}
 	}
 	if sh.n != 2 {

@@ -441,7 +441,7 @@ func (w *writer) reindexPTR(prev, next *Record) {
 	w.oldPTR = appendPTR(w.oldPTR[:0], prev)
 	w.newPTR = appendPTR(w.newPTR[:0], next)
 	for _, p := range w.oldPTR {
-		w.ptr.del(p.addr, p.rec.owner)
+		w.ptr.del(p.addr, p.rec.owner())
 	}
 	for _, p := range w.newPTR {
 		w.ptr.add(p.addr, p.rec)

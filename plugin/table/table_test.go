@@ -257,6 +257,7 @@ func TestRejectKeepsPrevious(t *testing.T) {
 		{"unspecified address", Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("0.0.0.0")}}, ErrAddress},
 		{"zero port", Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}, Ports: []Port{{Name: "x"}}}, ErrPort},
 		{"bad port name", Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}, Ports: []Port{{Name: "X Y", Number: 1}}}, ErrPort},
+		{"too many ports", Entry{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}, Ports: slices.Repeat([]Port{{Number: 1}}, maxPorts+1)}, ErrPort},
 		{"bad target", Entry{Host: "a.example.com", Target: "*.example.org"}, ErrTarget},
 		{"bad endpoint", Entry{Host: "a.example.com", Endpoints: []Endpoint{{Hostname: "a.b", Addr: ip("1.1.1.1")}}}, ErrEndpoint},
 		{"wildcard endpoint", Entry{Host: "*.example.com", Endpoints: []Endpoint{{Addr: ip("1.1.1.1")}}}, ErrEndpoint},
