@@ -14,6 +14,8 @@ type Sink interface {
 	// Replace makes the source's entries exactly these (a full state).
 	Replace(entries []table.Entry)
 	// Apply changes some entries and deletes others (an incremental update).
+	// An entry equal to the one the source has, or a host it does not have
+	// to delete, changes nothing: sources need not track what they sent.
 	Apply(upserts []table.Entry, deletes []string)
 	// Reject reports input the source skipped: reason is a metric label.
 	Reject(object, reason string, err error)

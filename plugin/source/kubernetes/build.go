@@ -39,9 +39,9 @@ func visible(exportTo []string, ns, client string) bool {
 // serviceToEntry builds the entry of a Service. A headless Service answers
 // with its endpoints (the ready ones, or all with publishNotReadyAddresses),
 // each also under its own name.
-func serviceToEntry(s *service, eps []*endpointSlice) table.Entry {
+func serviceToEntry(s *service, domain string, eps []*endpointSlice) table.Entry {
 	rare := s.more()
-	e := table.Entry{Host: s.host, Registry: table.Kubernetes, Addrs: s.addrs, Ports: s.ports, Target: rare.target}
+	e := table.Entry{Host: s.host(domain), Registry: table.Kubernetes, Addrs: s.addrs(), Ports: s.portList(), Target: rare.target}
 	if !rare.headless {
 		return e
 	}

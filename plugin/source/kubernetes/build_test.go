@@ -42,37 +42,37 @@ func TestServiceToEntry(t *testing.T) {
 	ports := []table.Port{{Name: "mysql", Number: 3306}}
 	tests := []struct {
 		name string
-		svc  service
+		svc  *service
 		want table.Entry
 	}{
 		{
 			name: "ClusterIP ignores endpoints",
-			svc:  service{host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.1", "fd00::1"), ports: ports},
+			svc:  svc("web.shop.svc.cluster.local", addrs("10.96.0.1", "fd00::1"), ports, nil),
 			want: table.Entry{Host: "web.shop.svc.cluster.local", Registry: table.Kubernetes, Addrs: addrs("10.96.0.1", "fd00::1"), Ports: ports},
 		},
 		{
 			name: "headless: ready endpoints, per-pod names, duplicates merged",
-			svc:  service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true}, ports: ports},
+			svc:  svc("mysql.db.svc.cluster.local", nil, ports, &serviceRare{headless: true}),
 			want: table.Entry{Host: "mysql.db.svc.cluster.local", Registry: table.Kubernetes, Ports: ports,
 				Addrs:     addrs("10.1.0.1", "fd00::3"),
 				Endpoints: []table.Endpoint{{Addr: a("fd00::3")}, {Hostname: "mysql-0", Addr: a("10.1.0.1")}}},
 		},
 		{
 			name: "headless with publishNotReadyAddresses",
-			svc:  service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true, notReady: true}},
+			svc:  svc("mysql.db.svc.cluster.local", nil, nil, &serviceRare{headless: true, notReady: true}),
 			want: table.Entry{Host: "mysql.db.svc.cluster.local", Registry: table.Kubernetes,
 				Addrs:     addrs("10.1.0.1", "10.1.0.2", "fd00::3"),
 				Endpoints: []table.Endpoint{{Addr: a("10.1.0.2")}, {Addr: a("fd00::3")}, {Hostname: "mysql-0", Addr: a("10.1.0.1")}}},
 		},
 		{
 			name: "ExternalName",
-			svc:  service{host: "pay.shop.svc.cluster.local", rare: &serviceRare{target: "pay.example.com"}},
+			svc:  svc("pay.shop.svc.cluster.local", nil, nil, &serviceRare{target: "pay.example.com"}),
 			want: table.Entry{Host: "pay.shop.svc.cluster.local", Registry: table.Kubernetes, Target: "pay.example.com"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := serviceToEntry(&tt.svc, slices_); !equalEntry(got, tt.want) {
+			if got := serviceToEntry(tt.svc, "cluster.local", slices_); !equalEntry(got, tt.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
 			}
 		})

@@ -23,19 +23,22 @@ const exportToAnnotation = "networking.istio.io/exportTo"
 const autoAllocateLabel = "networking.istio.io/enable-autoallocate-ip"
 
 // service is what the table needs from a Service. It is also what the
-// informer cache holds (see slim.go).
+// informer cache holds (see slim.go), one per Service in the cluster, so it
+// is packed to 64 bytes: one short string for name, namespace and version,
+// the first ClusterIP inline, the rest behind pointers.
 type service struct {
 	apiObject
-	host    string       // <name>.<namespace>.svc.<domain>
-	version string       // resource version
-	addrs   []netip.Addr // ClusterIPs
-	ports   []table.Port
-	rare    *serviceRare // nil for a plain ClusterIP Service, as most are
+	id      string        // <name>.<namespace>, then the resource version
+	addr    [16]byte      // the first ClusterIP: 4 bytes for IPv4, else 16
+	ports   *[]table.Port // shared (intern.go); nil for none
+	rare    *serviceRare  // nil for a plain ClusterIP Service, as most are
+	idLen   uint8         // of <name>.<namespace>: two DNS labels
+	addrLen uint8         // 0 (no ClusterIP), 4 or 16
 }
 
-// serviceRare is what few Services have; apart, it saves a third of the
-// struct every Service in the cache is.
+// serviceRare is what few Services have.
 type serviceRare struct {
+	addrs    []netip.Addr // ClusterIPs after the first (dual-stack)
 	exportTo []string
 	target   string // ExternalName
 	headless bool
@@ -43,6 +46,53 @@ type serviceRare struct {
 }
 
 var plainService serviceRare
+
+// newService packs a Service; name and namespace must be DNS labels.
+func newService(name, ns, version string, addrs []netip.Addr, ps []table.Port, rare *serviceRare) *service {
+	s := &service{id: name + "." + ns + version, idLen: uint8(len(name) + 1 + len(ns)), ports: ports.intern(ps), rare: rare}
+	if len(addrs) > 0 {
+		a := addrs[0]
+		if a.Is4() {
+			s.addrLen = 4
+			b := a.As4()
+			copy(s.addr[:], b[:])
+		} else {
+			s.addrLen = 16
+			s.addr = a.As16()
+		}
+	}
+	if len(addrs) > 1 {
+		if s.rare == nil {
+			s.rare = &serviceRare{}
+		}
+		s.rare.addrs = addrs[1:]
+	}
+	return s
+}
+
+// host is made when asked: the domain is the same for all Services, and
+// hosts are only needed on updates.
+func (s *service) host(domain string) string { return serviceHost(s.name(), s.namespace(), domain) }
+func (s *service) version() string           { return s.id[s.idLen:] }
+
+// addrs returns the ClusterIPs in the Service's order.
+func (s *service) addrs() []netip.Addr {
+	var out []netip.Addr
+	switch s.addrLen {
+	case 4:
+		out = append(out, netip.AddrFrom4([4]byte(s.addr[:4])))
+	case 16:
+		out = append(out, netip.AddrFrom16(s.addr))
+	}
+	return append(out, s.more().addrs...)
+}
+
+func (s *service) portList() []table.Port {
+	if s.ports == nil {
+		return nil
+	}
+	return *s.ports
+}
 
 // more returns s's rare fields, zero for a plain Service; read only.
 func (s *service) more() *serviceRare {
@@ -100,17 +150,15 @@ type workloadEntry struct {
 
 func (se *serviceEntry) key() string { return se.ns + "/" + se.name }
 
-// A Service keeps only its host: the name and namespace are its first two
-// labels, as neither can hold a dot (the API server checks both are DNS
-// labels).
+// Neither the name nor the namespace can hold a dot: the API server checks
+// both are DNS labels.
 func (s *service) name() string {
-	name, _, _ := strings.Cut(s.host, ".")
+	name, _, _ := strings.Cut(s.id[:s.idLen], ".")
 	return name
 }
 
 func (s *service) namespace() string {
-	_, rest, _ := strings.Cut(s.host, ".")
-	ns, _, _ := strings.Cut(rest, ".")
+	_, ns, _ := strings.Cut(s.id[:s.idLen], ".")
 	return ns
 }
 
@@ -121,7 +169,9 @@ func serviceHost(name, ns, domain string) string {
 
 // convertService checks a Service and keeps what the table needs.
 func convertService(s *corev1.Service, domain string) (*service, error) {
-	out := &service{host: serviceHost(s.Name, s.Namespace, domain), version: s.ResourceVersion}
+	host := serviceHost(s.Name, s.Namespace, domain)
+	var addrs []netip.Addr
+	var ps []table.Port
 	rare := serviceRare{exportTo: splitList(s.Annotations[exportToAnnotation]), notReady: s.Spec.PublishNotReadyAddresses}
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
 		rare.target = s.Spec.ExternalName
@@ -139,7 +189,7 @@ func convertService(s *corev1.Service, domain string) (*service, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%w: cluster IP %q", table.ErrAddress, ip)
 			}
-			out.addrs = append(out.addrs, a)
+			addrs = append(addrs, a)
 		}
 	}
 	for _, p := range s.Spec.Ports {
@@ -153,16 +203,18 @@ func convertService(s *corev1.Service, domain string) (*service, error) {
 		if p.Port < 1 || p.Port > 65535 {
 			return nil, fmt.Errorf("%w: port %q: number %d", table.ErrPort, p.Name, p.Port)
 		}
-		out.ports = append(out.ports, table.Port{Name: strings.ToLower(p.Name), Number: uint16(p.Port), Protocol: proto})
+		ps = append(ps, table.Port{Name: strings.ToLower(p.Name), Number: uint16(p.Port), Protocol: proto})
 	}
-	sortPorts(out.ports)
-	out.ports = ports.intern(out.ports)
-	if rare.exportTo != nil || rare.target != "" || rare.headless || rare.notReady {
-		out.rare = &rare
-	}
+	sortPorts(ps)
 	// The table checks the rest (host length, labels, target) the same way.
-	_, err := table.Normalize(table.Entry{Host: out.host, Registry: table.Kubernetes, Addrs: out.addrs, Ports: out.ports, Target: rare.target})
-	return out, err
+	if _, err := table.Normalize(table.Entry{Host: host, Registry: table.Kubernetes, Addrs: addrs, Ports: ps, Target: rare.target}); err != nil {
+		return nil, err
+	}
+	var more *serviceRare
+	if rare.exportTo != nil || rare.target != "" || rare.headless || rare.notReady {
+		more = &rare
+	}
+	return newService(s.Name, s.Namespace, s.ResourceVersion, addrs, ps, more), nil
 }
 
 // convertEndpointSlice keeps the addresses of a slice that belongs to a
@@ -258,7 +310,9 @@ func convertServiceEntry(se *networkingv1.ServiceEntry, domain string) (*service
 		out.ports = append(out.ports, table.Port{Name: strings.ToLower(p.GetName()), Number: uint16(p.GetNumber()), Protocol: proto})
 	}
 	sortPorts(out.ports)
-	out.ports = ports.intern(out.ports)
+	if p := ports.intern(out.ports); p != nil {
+		out.ports = *p
+	}
 	for _, h := range out.hosts {
 		if _, err := table.Normalize(table.Entry{Host: h, Addrs: out.addrs, Ports: out.ports}); err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -25,6 +26,14 @@ func addrs(ss ...string) []netip.Addr {
 	return out
 }
 
+// svc is a Service as convertService makes it, with no resource version;
+// host is "<name>.<namespace>.svc.cluster.local".
+func svc(host string, as []netip.Addr, ps []table.Port, rare *serviceRare) *service {
+	name, rest, _ := strings.Cut(host, ".")
+	ns, _, _ := strings.Cut(rest, ".")
+	return newService(name, ns, "", as, ps, rare)
+}
+
 func meta(ns, name string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name}
 }
@@ -33,7 +42,7 @@ func TestConvertService(t *testing.T) {
 	tests := []struct {
 		name    string
 		svc     corev1.Service
-		want    service
+		want    *service
 		wantErr error
 	}{
 		{
@@ -42,8 +51,8 @@ func TestConvertService(t *testing.T) {
 				ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10", "fd00::10"},
 				Ports: []corev1.ServicePort{{Name: "http", Port: 80}, {Name: "DNS", Port: 53, Protocol: corev1.ProtocolUDP}},
 			}},
-			want: service{host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.10", "fd00::10"),
-				ports: []table.Port{{Name: "dns", Number: 53, Protocol: table.UDP}, {Name: "http", Number: 80}}},
+			want: svc("web.shop.svc.cluster.local", addrs("10.96.0.10", "fd00::10"),
+				[]table.Port{{Name: "dns", Number: 53, Protocol: table.UDP}, {Name: "http", Number: 80}}, nil),
 		},
 		{
 			name: "headless with publishNotReadyAddresses and exportTo",
@@ -51,14 +60,14 @@ func TestConvertService(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "mysql", Annotations: map[string]string{exportToAnnotation: ". , shop"}},
 				Spec:       corev1.ServiceSpec{ClusterIP: "None", ClusterIPs: []string{"None"}, PublishNotReadyAddresses: true},
 			},
-			want: service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true, notReady: true, exportTo: []string{".", "shop"}}},
+			want: svc("mysql.db.svc.cluster.local", nil, nil, &serviceRare{headless: true, notReady: true, exportTo: []string{".", "shop"}}),
 		},
 		{
 			name: "ExternalName",
 			svc: corev1.Service{ObjectMeta: meta("shop", "pay"), Spec: corev1.ServiceSpec{
 				Type: corev1.ServiceTypeExternalName, ExternalName: "pay.example.com",
 			}},
-			want: service{host: "pay.shop.svc.cluster.local", rare: &serviceRare{target: "pay.example.com"}},
+			want: svc("pay.shop.svc.cluster.local", nil, nil, &serviceRare{target: "pay.example.com"}),
 		},
 		{
 			name:    "invalid ClusterIP",
@@ -96,10 +105,10 @@ func TestConvertService(t *testing.T) {
 				t.Fatal(err)
 			}
 			g, w := got.more(), tt.want.more()
-			if got.host != tt.want.host || (got.rare == nil) != (tt.want.rare == nil) || g.headless != w.headless ||
-				g.notReady != w.notReady || g.target != w.target || !slices.Equal(got.addrs, tt.want.addrs) ||
-				!slices.Equal(got.ports, tt.want.ports) || !slices.Equal(g.exportTo, w.exportTo) {
-				t.Errorf("got %+v %+v, want %+v %+v", *got, *g, tt.want, *w)
+			if got.id != tt.want.id || (got.rare == nil) != (tt.want.rare == nil) || g.headless != w.headless ||
+				g.notReady != w.notReady || g.target != w.target || !slices.Equal(got.addrs(), tt.want.addrs()) ||
+				!slices.Equal(got.portList(), tt.want.portList()) || !slices.Equal(g.exportTo, w.exportTo) {
+				t.Errorf("got %+v %+v, want %+v %+v", *got, *g, *tt.want, *w)
 			}
 		})
 	}
@@ -266,5 +275,13 @@ func TestConvertWorkloadEntry(t *testing.T) {
 	we.Spec.Address = "vm1.example.com"
 	if got := convertWorkloadEntry(we); got.addr.IsValid() {
 		t.Errorf("a DNS name gave address %v", got.addr)
+	}
+}
+
+// Every Service in the cluster costs one service in the informer cache:
+// keep it in the 64-byte size class.
+func TestServiceSize(t *testing.T) {
+	if n := unsafe.Sizeof(service{}); n > 64 {
+		t.Errorf("service is %d bytes, want at most 64", n)
 	}
 }

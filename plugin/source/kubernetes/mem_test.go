@@ -59,8 +59,8 @@ func loadServices(n int) (*table.Table, any) {
 	tbl := table.New(table.Config{Domain: "cluster.local", TTL: 5})
 	sink := tableSink{tbl, tbl.AddSource("kubernetes:bench")}
 	w := &watcher{name: "bench", sink: sink}
-	w.state = newState(scope{domain: "cluster.local"}, sink)
 	store := cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.Indexers{})
+	w.state = newState(scope{domain: "cluster.local"}, sink, informerServices{"": store})
 	h := handler(w.service)
 	for i := range n {
 		obj, err := serviceTransform("cluster.local")(benchService(i))

@@ -92,7 +92,7 @@ func (s *skipped) GetResourceVersion() string { return s.version }
 
 func (s *service) GetNamespace() string       { return s.namespace() }
 func (s *service) GetName() string            { return s.name() }
-func (s *service) GetResourceVersion() string { return s.version }
+func (s *service) GetResourceVersion() string { return s.version() }
 
 func (s *endpointSlice) GetNamespace() string       { return s.ns }
 func (s *endpointSlice) GetName() string            { return s.name }

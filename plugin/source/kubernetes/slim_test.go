@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	apinetworking "istio.io/api/networking/v1alpha3"
@@ -93,13 +94,13 @@ func TestTransforms(t *testing.T) {
 func TestConverted(t *testing.T) {
 	rec := &recorder{}
 	w := &watcher{name: "test", sink: rec}
-	svc := &service{host: "web.shop.svc.cluster.local"}
+	web := svc("web.shop.svc.cluster.local", nil, nil, nil)
 	tests := []struct {
 		obj        any
 		want       *service
 		wantReject bool
 	}{
-		{svc, svc, false},
+		{web, web, false},
 		{nil, nil, false},
 		{&skipped{ns: "shop", name: "web", err: fmt.Errorf("%w: bad", table.ErrPort)}, nil, true},
 		{&skipped{ns: "shop", name: "web"}, nil, false},
@@ -116,10 +117,10 @@ func TestConverted(t *testing.T) {
 }
 
 func TestPortListsShared(t *testing.T) {
-	p := &portLists{lists: map[string][]table.Port{}}
+	p := &portLists{lists: map[string]*[]table.Port{}}
 	http := func() []table.Port { return []table.Port{{Name: "http", Number: 80}} }
 	a, b := p.intern(http()), p.intern(http())
-	if &a[0] != &b[0] {
+	if a != b {
 		t.Error("equal lists not shared")
 	}
 	tests := [][]table.Port{
@@ -129,7 +130,7 @@ func TestPortListsShared(t *testing.T) {
 		{{Name: "http", Number: 80}, {Name: "http", Number: 80}},
 	}
 	for _, ps := range tests {
-		if got := p.intern(ps); &got[0] == &a[0] {
+		if got := p.intern(ps); got == a || !slices.Equal(*got, ps) {
 			t.Errorf("%v shares %v", ps, a)
 		}
 	}

@@ -88,8 +88,7 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 	if s.MeshWide {
 		namespace = ""
 	}
-	st := newState(scope{domain: s.Domain, namespace: namespace, autoAllocate: s.AutoAllocate}, sink)
-	w.state = st
+	services := informerServices{}
 	selected := func(o *metav1.ListOptions) { o.LabelSelector = s.Labels }
 	namespaces := s.Namespaces
 	if len(namespaces) == 0 {
@@ -122,7 +121,10 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 			informers = append(informers, k.inf)
 			synced = append(synced, reg.HasSynced)
 		}
+		services[ns] = kinds[0].inf.GetStore()
 	}
+	st := newState(scope{domain: s.Domain, namespace: namespace, autoAllocate: s.AutoAllocate}, sink, services)
+	w.state = st
 	for _, inf := range informers {
 		go inf.Run(ctx.Done())
 	}
@@ -254,9 +256,11 @@ func (w *watcher) setUp(up bool, err error) {
 // The informers hand over objects their transform already converted (see
 // slim.go); nil is a deletion.
 
+// The informer's cache is what the state reads Services from.
 func (w *watcher) service(key string, obj any) {
+	converted[service](w, "Service", key, obj)
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
-	w.state.setService(ns, name, converted[service](w, "Service", key, obj))
+	w.state.serviceChanged(ns, name)
 }
 
 func (w *watcher) endpointSlice(key string, obj any) {
@@ -293,6 +297,33 @@ func (w *watcher) watchError(r *cache.Reflector, err error) {
 		return
 	}
 	w.setUp(false, fmt.Errorf("%s: %w", r.TypeDescription(), err))
+}
+
+// informerServices finds Services in the caches of the Service informers,
+// one per watched namespace (metav1.NamespaceAll for all).
+type informerServices map[string]cache.Store
+
+func (m informerServices) service(ns, name string) *service {
+	store := m[ns]
+	if store == nil {
+		store = m[metav1.NamespaceAll]
+	}
+	if store == nil {
+		return nil
+	}
+	obj, _, _ := store.GetByKey(ns + "/" + name)
+	s, _ := obj.(*service)
+	return s
+}
+
+func (m informerServices) each(f func(*service)) {
+	for _, store := range m {
+		for _, obj := range store.List() {
+			if s, ok := obj.(*service); ok {
+				f(s)
+			}
+		}
+	}
 }
 
 // upTracker sees every API request: a transport error marks the source down,

@@ -63,6 +63,28 @@ func TestSourceFake(t *testing.T) {
 		}
 		return false
 	})
+
+	// The state reads Services from the informer's cache: a change and a
+	// deletion reach the sink.
+	applied := func(match func(apply) bool) func() bool {
+		return func() bool {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			return slices.ContainsFunc(rec.applies, match)
+		}
+	}
+	web := &corev1.Service{ObjectMeta: meta("shop", "web"), Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.9"}}}
+	web.ResourceVersion = "2" // the fake clientset keeps versions as given
+	if _, err := kc.CoreV1().Services("shop").Update(ctx, web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, applied(func(a apply) bool {
+		return len(a.upserts) == 1 && slices.Equal(a.upserts[0].Addrs, addrs("10.96.0.9"))
+	}))
+	if err := kc.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, applied(func(a apply) bool { return slices.Equal(a.deletes, []string{"web.shop.svc.cluster.local"}) }))
 }
 
 // istioFake is the Istio fake clientset, which cannot stream watch lists.

@@ -1,9 +1,7 @@
 package kubernetes
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"maps"
 	"net/netip"
 	"slices"
@@ -21,52 +19,60 @@ type scope struct {
 	autoAllocate bool
 }
 
+// serviceCache finds the Services the informer caches hold (slim.go): the
+// state keeps no map of Services beside them.
+type serviceCache interface {
+	// service returns the Service ns/name, or nil.
+	service(ns, name string) *service
+	// each calls f with every Service.
+	each(f func(*service))
+}
+
 // state holds the objects of one cluster, already converted (the same ones
-// the informer caches hold), and a fingerprint of each entry last given to
-// the sink. Each change recomputes only the hosts it touches and sends only
-// those whose entry changed.
+// the informer caches hold). Each change recomputes only the hosts it
+// touches and sends them to the sink, which tells apart what changed.
 type state struct {
-	scope scope
-	sink  source.Sink
+	scope    scope
+	sink     source.Sink
+	services serviceCache
+	suffix   string // ".svc.<domain>"
 
 	mu       sync.Mutex
 	synced   bool
-	services map[string]*service        // by host
 	slices   map[string]*endpointSlice  // by slice "ns/name"
 	slicesOf map[string]map[string]bool // service host -> slice keys
 	ses      map[string]*serviceEntry   // by "ns/name"
 	sesOf    map[string]map[string]bool // host -> ServiceEntry keys
 	wes      map[string]*workloadEntry  // by "ns/name"
 	alloc    map[allocKey][]netip.Addr  // meshdns's own allocation
-	served   map[string]uint64          // by host: fingerprint of what the sink has
-	seed     maphash.Seed
 }
 
-func newState(sc scope, sink source.Sink) *state {
+func newState(sc scope, sink source.Sink, services serviceCache) *state {
 	return &state{
-		scope: sc, sink: sink,
-		services: map[string]*service{},
-		slices:   map[string]*endpointSlice{}, slicesOf: map[string]map[string]bool{},
+		scope: sc, sink: sink, services: services, suffix: ".svc." + sc.domain,
+		slices: map[string]*endpointSlice{}, slicesOf: map[string]map[string]bool{},
 		ses: map[string]*serviceEntry{}, sesOf: map[string]map[string]bool{},
-		wes:    map[string]*workloadEntry{},
-		alloc:  map[allocKey][]netip.Addr{},
-		served: map[string]uint64{},
-		seed:   maphash.MakeSeed(),
+		wes:   map[string]*workloadEntry{},
+		alloc: map[allocKey][]netip.Addr{},
 	}
 }
 
-// setService stores or, when s is nil, removes the Service ns/name.
-func (st *state) setService(ns, name string, s *service) {
+// serviceChanged recomputes the host of the Service ns/name, which the
+// service cache already holds in its new state (nil once deleted).
+func (st *state) serviceChanged(ns, name string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	host := serviceHost(name, ns, st.scope.domain)
-	if s == nil {
-		delete(st.services, host)
-	} else {
-		host = s.host // the same string, shared rather than a copy per map
-		st.services[host] = s
+	st.flush(map[string]bool{serviceHost(name, ns, st.scope.domain): true})
+}
+
+// serviceAt returns the Service whose host is host, or nil.
+func (st *state) serviceAt(host string) *service {
+	rest, ok := strings.CutSuffix(host, st.suffix)
+	name, ns, dot := strings.Cut(rest, ".")
+	if !ok || !dot || strings.Contains(ns, ".") {
+		return nil
 	}
-	st.flush(map[string]bool{host: true})
+	return st.services.service(ns, name)
 }
 
 // setSlice stores or, when s is nil, removes the EndpointSlice key.
@@ -176,12 +182,9 @@ func (st *state) sync() {
 	if st.scope.autoAllocate {
 		st.alloc = allocate(slices.Collect(maps.Values(st.ses)))
 	}
-	hosts := st.hosts()
-	st.served = make(map[string]uint64, len(hosts))
 	var entries []table.Entry
-	for _, h := range hosts {
+	for _, h := range st.hosts() {
 		if e, ok := st.build(h); ok {
-			st.served[e.Host] = st.fingerprint(e)
 			entries = append(entries, e)
 		}
 	}
@@ -189,9 +192,10 @@ func (st *state) sync() {
 }
 
 func (st *state) hosts() []string {
-	hosts := slices.Collect(maps.Keys(st.services))
+	var hosts []string
+	st.services.each(func(s *service) { hosts = append(hosts, s.host(st.scope.domain)) })
 	for h := range st.sesOf {
-		if st.services[h] == nil {
+		if st.serviceAt(h) == nil {
 			hosts = append(hosts, h)
 		}
 	}
@@ -199,7 +203,8 @@ func (st *state) hosts() []string {
 	return hosts
 }
 
-// flush sends the sink the entries of affected hosts that changed.
+// flush sends the sink the entries of affected hosts: a host with no entry
+// is deleted. The sink leaves alone what did not change.
 func (st *state) flush(affected map[string]bool) {
 	if !st.synced {
 		return
@@ -207,16 +212,9 @@ func (st *state) flush(affected map[string]bool) {
 	var upserts []table.Entry
 	var deletes []string
 	for _, h := range slices.Sorted(maps.Keys(affected)) {
-		e, ok := st.build(h)
-		old, had := st.served[h]
-		switch {
-		case ok:
-			if f := st.fingerprint(e); !had || f != old {
-				st.served[e.Host] = f
-				upserts = append(upserts, e)
-			}
-		case had:
-			delete(st.served, h)
+		if e, ok := st.build(h); ok {
+			upserts = append(upserts, e)
+		} else {
 			deletes = append(deletes, h)
 		}
 	}
@@ -229,12 +227,12 @@ func (st *state) flush(affected map[string]bool) {
 // ServiceEntries of one namespace, merged.
 func (st *state) build(host string) (table.Entry, bool) {
 	client := st.scope.namespace
-	if s := st.services[host]; s != nil && visible(s.more().exportTo, s.namespace(), client) {
+	if s := st.serviceAt(host); s != nil && visible(s.more().exportTo, s.namespace(), client) {
 		var eps []*endpointSlice
 		for k := range st.slicesOf[host] {
 			eps = append(eps, st.slices[k])
 		}
-		return serviceToEntry(s, eps), true
+		return serviceToEntry(s, st.scope.domain, eps), true
 	}
 	var ses []*serviceEntry
 	for k := range st.sesOf[host] {
@@ -259,42 +257,4 @@ func (st *state) build(host string) (table.Entry, bool) {
 	e := externalEntry(host, win, wes, st.alloc)
 	// A ServiceEntry with no address is left to upstream DNS, as in Istio.
 	return e, len(e.Addrs) > 0
-}
-
-// fingerprint hashes an entry: the state keeps 8 bytes per host, not the
-// entry, to know whether a rebuilt entry differs from what the sink has.
-func (st *state) fingerprint(e table.Entry) uint64 {
-	var h maphash.Hash
-	h.SetSeed(st.seed)
-	var b []byte
-	b = appendString(b, e.Host)
-	b = append(b, byte(e.Registry))
-	b = appendString(b, e.Target)
-	b = binary.AppendUvarint(b, uint64(len(e.Addrs)))
-	for _, a := range e.Addrs {
-		b = appendAddr(b, a)
-	}
-	b = binary.AppendUvarint(b, uint64(len(e.Ports)))
-	for _, p := range e.Ports {
-		b = appendString(b, p.Name)
-		b = binary.BigEndian.AppendUint16(b, p.Number)
-		b = append(b, byte(p.Protocol))
-	}
-	b = binary.AppendUvarint(b, uint64(len(e.Endpoints)))
-	for _, ep := range e.Endpoints {
-		b = appendString(b, ep.Hostname)
-		b = appendAddr(b, ep.Addr)
-	}
-	h.Write(b)
-	return h.Sum64()
-}
-
-func appendString(b []byte, s string) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
-}
-
-// appendAddr writes netip.Addr's binary form (with any zone).
-func appendAddr(b []byte, a netip.Addr) []byte {
-	ab, _ := a.MarshalBinary()
-	return appendString(b, string(ab))
 }

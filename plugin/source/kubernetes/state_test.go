@@ -1,18 +1,22 @@
 package kubernetes
 
 import (
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
 
 	apinetworking "istio.io/api/networking/v1alpha3"
 
+	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
-// recorder is a source.Sink that records calls.
+// recorder is a source.Sink that records calls. Like the table, it keeps
+// the entries it holds and records of an Apply only what changes them.
 type recorder struct {
 	mu       sync.Mutex
+	has      map[string]table.Entry
 	replaced [][]table.Entry
 	applies  []apply
 	rejects  []string
@@ -28,12 +32,34 @@ type apply struct {
 func (r *recorder) Replace(es []table.Entry) {
 	r.mu.Lock()
 	r.replaced = append(r.replaced, es)
+	r.has = map[string]table.Entry{}
+	for _, e := range es {
+		r.has[e.Host] = e
+	}
 	r.mu.Unlock()
 }
 func (r *recorder) Apply(u []table.Entry, d []string) {
 	r.mu.Lock()
-	r.applies = append(r.applies, apply{u, d})
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if r.has == nil {
+		r.has = map[string]table.Entry{}
+	}
+	var a apply
+	for _, e := range u {
+		if old, ok := r.has[e.Host]; !ok || !reflect.DeepEqual(old, e) {
+			r.has[e.Host] = e
+			a.upserts = append(a.upserts, e)
+		}
+	}
+	for _, h := range d {
+		if _, ok := r.has[h]; ok {
+			delete(r.has, h)
+			a.deletes = append(a.deletes, h)
+		}
+	}
+	if len(a.upserts) > 0 || len(a.deletes) > 0 {
+		r.applies = append(r.applies, a)
+	}
 }
 func (r *recorder) Reject(object, reason string, err error) {
 	r.mu.Lock()
@@ -42,6 +68,30 @@ func (r *recorder) Reject(object, reason string, err error) {
 }
 func (r *recorder) Synced()    { r.mu.Lock(); r.synced = true; r.mu.Unlock() }
 func (r *recorder) Up(up bool) { r.mu.Lock(); r.up = append(r.up, up); r.mu.Unlock() }
+
+// mapServices is a serviceCache by "ns/name", for tests.
+type mapServices map[string]*service
+
+func (m mapServices) service(ns, name string) *service { return m[ns+"/"+name] }
+func (m mapServices) each(f func(*service)) {
+	for _, s := range m {
+		f(s)
+	}
+}
+
+func testState(sc scope, sink source.Sink) *state { return newState(sc, sink, mapServices{}) }
+
+// setService stores s as ns/name, or deletes ns/name when s is nil, as the
+// informer cache does, then tells the state.
+func setService(st *state, ns, name string, s *service) {
+	m := st.services.(mapServices)
+	if s == nil {
+		delete(m, ns+"/"+name)
+	} else {
+		m[ns+"/"+name] = s
+	}
+	st.serviceChanged(ns, name)
+}
 
 // take returns and forgets the applies so far.
 func (r *recorder) take() []apply {
@@ -62,25 +112,25 @@ func hostsOf(es []table.Entry) []string {
 
 func TestStateIncremental(t *testing.T) {
 	rec := &recorder{}
-	st := newState(scope{domain: "cluster.local"}, rec)
-	web := &service{host: "web.shop.svc.cluster.local", addrs: addrs("10.96.0.1")}
-	st.setService("shop", "web", web)
+	st := testState(scope{domain: "cluster.local"}, rec)
+	web := svc("web.shop.svc.cluster.local", addrs("10.96.0.1"), nil, nil)
+	setService(st, "shop", "web", web)
 	if len(rec.take()) != 0 {
 		t.Fatal("applied before the initial sync")
 	}
 	st.sync()
-	if len(rec.replaced) != 1 || !slices.Equal(hostsOf(rec.replaced[0]), []string{web.host}) {
+	if len(rec.replaced) != 1 || !slices.Equal(hostsOf(rec.replaced[0]), []string{web.host("cluster.local")}) {
 		t.Fatalf("replace = %v", rec.replaced)
 	}
 
 	// The same object again (a resync or a no-op update): nothing.
-	st.setService("shop", "web", &service{host: web.host, addrs: addrs("10.96.0.1")})
+	setService(st, "shop", "web", svc(web.host("cluster.local"), addrs("10.96.0.1"), nil, nil))
 	if a := rec.take(); len(a) != 0 {
 		t.Fatalf("unchanged service applied %v", a)
 	}
 
 	// A ServiceEntry with the same host loses to the Service: nothing.
-	se := &serviceEntry{ns: "shop", name: "se", hosts: []string{web.host, "api.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")}
+	se := &serviceEntry{ns: "shop", name: "se", hosts: []string{web.host("cluster.local"), "api.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")}
 	st.setServiceEntry("shop/se", se)
 	a := rec.take()
 	if len(a) != 1 || !slices.Equal(hostsOf(a[0].upserts), []string{"api.example.com"}) {
@@ -88,7 +138,7 @@ func TestStateIncremental(t *testing.T) {
 	}
 
 	// The Service goes: its host falls back to the ServiceEntry.
-	st.setService("shop", "web", nil)
+	setService(st, "shop", "web", nil)
 	a = rec.take()
 	if len(a) != 1 || len(a[0].upserts) != 1 || a[0].upserts[0].Registry != table.External || len(a[0].deletes) != 0 {
 		t.Fatalf("applies = %+v, want web as External", a)
@@ -97,16 +147,16 @@ func TestStateIncremental(t *testing.T) {
 	// The ServiceEntry goes: both hosts are deleted.
 	st.setServiceEntry("shop/se", nil)
 	a = rec.take()
-	if len(a) != 1 || !slices.Equal(a[0].deletes, []string{"api.example.com", web.host}) {
+	if len(a) != 1 || !slices.Equal(a[0].deletes, []string{"api.example.com", web.host("cluster.local")}) {
 		t.Fatalf("applies = %+v, want both deleted", a)
 	}
 }
 
 func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 	rec := &recorder{}
-	st := newState(scope{domain: "cluster.local"}, rec)
+	st := testState(scope{domain: "cluster.local"}, rec)
 	st.sync()
-	st.setService("db", "mysql", &service{host: "mysql.db.svc.cluster.local", rare: &serviceRare{headless: true}})
+	setService(st, "db", "mysql", svc("mysql.db.svc.cluster.local", nil, nil, &serviceRare{headless: true}))
 	st.setSlice("db/mysql-1", &endpointSlice{service: "db/mysql", endpoints: []endpoint{{hostname: "mysql-0", addr: addrs("10.1.0.1")[0], ready: true}}})
 	a := rec.take()
 	if len(a) != 2 || len(a[1].upserts[0].Endpoints) != 1 {
@@ -137,9 +187,9 @@ func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 
 func TestStateVisibilityAndConflicts(t *testing.T) {
 	rec := &recorder{}
-	st := newState(scope{domain: "cluster.local", namespace: "shop"}, rec)
-	st.setService("db", "private", &service{host: "private.db.svc.cluster.local", rare: &serviceRare{exportTo: []string{"."}}})
-	st.setService("db", "shared", &service{host: "shared.db.svc.cluster.local", rare: &serviceRare{exportTo: []string{"shop"}}})
+	st := testState(scope{domain: "cluster.local", namespace: "shop"}, rec)
+	setService(st, "db", "private", svc("private.db.svc.cluster.local", nil, nil, &serviceRare{exportTo: []string{"."}}))
+	setService(st, "db", "shared", svc("shared.db.svc.cluster.local", nil, nil, &serviceRare{exportTo: []string{"shop"}}))
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")})
 	st.setServiceEntry("b/x", &serviceEntry{ns: "b", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.2")})
 	st.setServiceEntry("c/hidden", &serviceEntry{ns: "c", name: "hidden", hosts: []string{"hidden.example.com"}, exportTo: []string{"."},
@@ -156,7 +206,7 @@ func TestStateVisibilityAndConflicts(t *testing.T) {
 
 func TestStateAutoAllocate(t *testing.T) {
 	rec := &recorder{}
-	st := newState(scope{domain: "cluster.local", autoAllocate: true}, rec)
+	st := testState(scope{domain: "cluster.local", autoAllocate: true}, rec)
 	st.sync()
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS})
 	a := rec.take()
@@ -175,7 +225,7 @@ func TestStateAutoAllocate(t *testing.T) {
 // Entries listed before the initial sync are allocated at the sync, once.
 func TestStateAutoAllocateAtSync(t *testing.T) {
 	rec := &recorder{}
-	st := newState(scope{domain: "cluster.local", autoAllocate: true}, rec)
+	st := testState(scope{domain: "cluster.local", autoAllocate: true}, rec)
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS})
 	if len(st.alloc) != 0 {
 		t.Fatalf("allocated before the sync: %v", st.alloc)
@@ -183,43 +233,5 @@ func TestStateAutoAllocateAtSync(t *testing.T) {
 	st.sync()
 	if got := rec.replaced[0]; len(got) != 1 || len(got[0].Addrs) != 2 {
 		t.Fatalf("replace = %+v, want x.example.com with two allocated addresses", got)
-	}
-}
-
-// Any field of an entry changes its fingerprint: the state sends an entry
-// only when its fingerprint changed.
-func TestFingerprint(t *testing.T) {
-	st := newState(scope{domain: "cluster.local"}, &recorder{})
-	base := table.Entry{Host: "web.shop.svc.cluster.local", Registry: table.Kubernetes, Addrs: addrs("10.96.0.1"),
-		Ports: []table.Port{{Name: "http", Number: 80}}, Endpoints: []table.Endpoint{{Hostname: "a", Addr: addrs("10.1.0.1")[0]}}}
-	changes := map[string]func(e *table.Entry){
-		"host":              func(e *table.Entry) { e.Host = "web2.shop.svc.cluster.local" },
-		"registry":          func(e *table.Entry) { e.Registry = table.External },
-		"target":            func(e *table.Entry) { e.Target = "web.example.com" },
-		"address":           func(e *table.Entry) { e.Addrs = addrs("10.96.0.2") },
-		"mapped address":    func(e *table.Entry) { e.Addrs = addrs("::ffff:10.96.0.1") },
-		"one more address":  func(e *table.Entry) { e.Addrs = addrs("10.96.0.1", "fd00::1") },
-		"no address":        func(e *table.Entry) { e.Addrs = nil },
-		"port name":         func(e *table.Entry) { e.Ports = []table.Port{{Name: "web", Number: 80}} },
-		"port number":       func(e *table.Entry) { e.Ports = []table.Port{{Name: "http", Number: 81}} },
-		"port protocol":     func(e *table.Entry) { e.Ports = []table.Port{{Name: "http", Number: 80, Protocol: table.UDP}} },
-		"endpoint hostname": func(e *table.Entry) { e.Endpoints = []table.Endpoint{{Hostname: "b", Addr: addrs("10.1.0.1")[0]}} },
-		"endpoint address":  func(e *table.Entry) { e.Endpoints = []table.Endpoint{{Hostname: "a", Addr: addrs("10.1.0.2")[0]}} },
-		"no endpoint":       func(e *table.Entry) { e.Endpoints = nil },
-		// Fields must not run into each other.
-		"name into number": func(e *table.Entry) { e.Ports = []table.Port{{Name: "http\x00", Number: 80}} },
-	}
-	want := st.fingerprint(base)
-	same := base
-	same.Ports = slices.Clone(base.Ports)
-	if st.fingerprint(same) != want {
-		t.Error("equal entries differ")
-	}
-	for name, change := range changes {
-		e := base
-		change(&e)
-		if st.fingerprint(e) == want {
-			t.Errorf("%s: same fingerprint", name)
-		}
 	}
 }

@@ -340,6 +340,7 @@ func (b *bench) run(k int, s server) result {
 		fail("%v", err)
 	}
 	log.Printf("%s: RSS settled at %s (peak %s)", s.name, mib(res.settled), mib(res.peak))
+	log.Printf("%s: settled RSS is %s", s.name, rssBreakdown(p.Pid(), "http://"+metrics+"/metrics"))
 
 	p.Stop()
 	err = harness.Parallel(len(created), 32, func(i int) error {
@@ -565,6 +566,30 @@ func procStatus(pid int, field string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// rssBreakdown says what a settled RSS holds: anonymous memory (the Go heap
+// in use, heap pages free but not yet returned to the kernel, the goal of
+// the next GC) and the binary's and libraries' pages.
+func rssBreakdown(pid int, metricsURL string) string {
+	var out []string
+	for _, f := range []string{"RssAnon", "RssFile"} {
+		v, err := procStatus(pid, f)
+		if err != nil {
+			return err.Error()
+		}
+		out = append(out, f+" "+mib(v))
+	}
+	m := map[string]float64{}
+	for _, name := range []string{"heap_inuse", "heap_idle", "heap_released", "stack_sys", "next_gc"} {
+		v, err := metric(metricsURL, "go_memstats_"+name+"_bytes")
+		if err != nil {
+			return err.Error()
+		}
+		m[name] = v
+	}
+	return fmt.Sprintf("%s; Go heap in use %s, free and kept %s, stacks %s, next GC at %s", strings.Join(out, ", "),
+		mib(m["heap_inuse"]), mib(m["heap_idle"]-m["heap_released"]), mib(m["stack_sys"]), mib(m["next_gc"]))
 }
 
 // metric returns the value of an unlabelled prometheus metric.
