@@ -26,7 +26,7 @@ type Record struct {
 	// data is the owner, the canonical name with its trailing dot, then the
 	// wire form of the A records and then the AAAA records, without their
 	// owner name: type, class, TTL, RDLENGTH and RDATA. It is one allocation
-	// (see setAddrs); owner and wire return its parts.
+	// (see newRecord); owner and wire return its parts.
 	data      *byte
 	wireLen   uint32 // see maxAddrs
 	wireSplit uint32 // wire()[:wireSplit] are the A records
@@ -193,7 +193,8 @@ func (r *Record) namespace() string {
 }
 
 func (t *Table) build(src SourceID, e Entry) *Record {
-	r := &Record{source: src, registry: e.Registry}
+	r := t.newRecord(e.Host, ".", e.Addrs)
+	r.source, r.registry = src, e.Registry
 	if len(e.Ports) > 0 {
 		// Normalize bounds the count.
 		r.ports, r.nports = unsafe.SliceData(e.Ports), uint16(len(e.Ports))
@@ -201,7 +202,6 @@ func (t *Table) build(src SourceID, e Entry) *Record {
 	if e.Registry == Kubernetes {
 		r.shortName = uint8(t.shortNameLen(e.Host))
 	}
-	t.setAddrs(r, e.Host, ".", e.Addrs)
 	wild := strings.HasPrefix(e.Host, "*.")
 	if e.Target != "" || len(e.Endpoints) > 0 || wild {
 		x := &recordExtra{endpoints: e.Endpoints, wildcard: wild}
@@ -232,8 +232,8 @@ func (t *Table) endpointRecords(src SourceID, owner string, eps []Endpoint) ([]*
 	names := make([]*Record, 0, len(addrs))
 	for label, as := range addrs {
 		slices.SortFunc(as, netip.Addr.Compare)
-		r := &Record{source: src}
-		t.setAddrs(r, label+".", owner, slices.Compact(as))
+		r := t.newRecord(label+".", owner, slices.Compact(as))
+		r.source = src
 		byLabel[label] = r
 		names = append(names, r)
 	}
@@ -250,9 +250,9 @@ func dashed(a netip.Addr) string {
 	return strings.ReplaceAll(a.String(), ":", "-")
 }
 
-// setAddrs sets the owner, name+suffix, and precomputes the address records
-// in wire form; addrs are sorted, IPv4 first.
-func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
+// newRecord makes the Record of name+suffix and precomputes its address
+// records in wire form; addrs are sorted, IPv4 first.
+func (t *Table) newRecord(name, suffix string, addrs []netip.Addr) *Record {
 	ownerLen := len(name) + len(suffix)
 	split, size := 0, ownerLen
 	for _, a := range addrs {
@@ -267,7 +267,8 @@ func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
 	if ownerLen > math.MaxUint16 || uint64(size-ownerLen) > math.MaxUint32 {
 		panic(fmt.Sprintf("table: record %s%s too large: %d addresses", name, suffix, len(addrs)))
 	}
-	buf := append(append(make([]byte, 0, size), name...), suffix...)
+	r, buf := allocRecord(size)
+	buf = append(append(buf, name...), suffix...)
 	for _, a := range addrs {
 		rrtype := dns.TypeAAAA
 		if a.Is4() {
@@ -283,6 +284,39 @@ func (t *Table) setAddrs(r *Record, name, suffix string, addrs []netip.Addr) {
 	// Nothing writes to buf from here on.
 	r.data = unsafe.SliceData(buf)
 	r.ownerLen, r.wireLen, r.wireSplit = uint16(ownerLen), uint32(size-ownerLen), uint32(split)
+	return r
+}
+
+// recordWith is a Record with its bytes (owner and wire form) right after
+// it, in one allocation: a query that reads the Record finds the owner name
+// it checks next in the same or the next cache line, not behind another
+// pointer. 48 bytes plus any multiple of 16 up to 208 is a size class, so
+// this wastes no more than two allocations did.
+type recordWith[T any] struct {
+	Record
+	bytes T
+}
+
+func withBytes[T any]() (*Record, []byte) {
+	x := new(recordWith[T])
+	return &x.Record, unsafe.Slice((*byte)(unsafe.Pointer(&x.bytes)), unsafe.Sizeof(x.bytes))[:0]
+}
+
+// recordAllocs[i] makes a Record with room for 16*(i+1) bytes.
+var recordAllocs = [...]func() (*Record, []byte){
+	withBytes[[16]byte], withBytes[[32]byte], withBytes[[48]byte], withBytes[[64]byte],
+	withBytes[[80]byte], withBytes[[96]byte], withBytes[[112]byte], withBytes[[128]byte],
+	withBytes[[144]byte], withBytes[[160]byte], withBytes[[176]byte], withBytes[[192]byte],
+	withBytes[[208]byte],
+}
+
+// allocRecord returns a new Record and an empty buffer for size bytes,
+// after the Record when they fit (recordWith), else apart.
+func allocRecord(size int) (*Record, []byte) {
+	if i := (size+15)/16 - 1; i < len(recordAllocs) {
+		return recordAllocs[max(i, 0)]()
+	}
+	return new(Record), make([]byte, 0, size)
 }
 
 // addrs returns the record's addresses in order, from the wire form.

@@ -100,3 +100,21 @@ func TestRecordPorts(t *testing.T) {
 		t.Errorf("SRV _dns._udp: %v", m.Kind)
 	}
 }
+
+// TestAllocRecord: every size gets room for its bytes, right after the
+// Record up to 208 bytes, where 48 + the room is a size class.
+func TestAllocRecord(t *testing.T) {
+	for size := 1; size <= 300; size++ {
+		r, buf := allocRecord(size)
+		if len(buf) != 0 || cap(buf) < size {
+			t.Fatalf("size %d: buffer len %d cap %d", size, len(buf), cap(buf))
+		}
+		after := uintptr(unsafe.Pointer(r)) + unsafe.Sizeof(Record{})
+		if inline := uintptr(unsafe.Pointer(unsafe.SliceData(buf))) == after; inline != (size <= 208) {
+			t.Errorf("size %d: bytes after the Record %v", size, inline)
+		}
+		if size <= 208 && cap(buf) >= size+16 {
+			t.Errorf("size %d: room for %d bytes, a larger size class than needed", size, cap(buf))
+		}
+	}
+}

@@ -2,10 +2,12 @@ package table
 
 import (
 	"hash/maphash"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 )
 
 // The indexes every query reads, names and addresses to Records, have the
@@ -186,7 +188,9 @@ func (s *recordShards) private(i uint32) *recordShard {
 	d := s.dirty[i]
 	if d == nil {
 		if sh := s.shards[i].Load(); sh != nil {
-			d = &recordShard{mask: sh.mask, n: sh.n, slots: slices.Clone(sh.slots)}
+			d = allocShard(len(sh.slots))
+			d.n = sh.n
+			copy(d.slots, sh.slots)
 		} else {
 			d = newRecordShard(s.hint)
 		}
@@ -226,9 +230,38 @@ func recordShardSize(n int) int {
 	return size
 }
 
-func newRecordShard(n int) *recordShard {
-	size := recordShardSize(n)
-	return &recordShard{mask: uint64(size - 1), slots: make([]recordSlot, size)}
+func newRecordShard(n int) *recordShard { return allocShard(recordShardSize(n)) }
+
+// shardWith is a shard with its slots right after it, in one allocation: a
+// query reads the slots without another pointer to follow first.
+type shardWith[T any] struct {
+	recordShard
+	slots T
+}
+
+func withSlots[T any]() *recordShard {
+	x := new(shardWith[T])
+	x.recordShard.slots = unsafe.Slice((*recordSlot)(unsafe.Pointer(&x.slots)), unsafe.Sizeof(x.slots)/unsafe.Sizeof(recordSlot{}))
+	return &x.recordShard
+}
+
+// shardAllocs[i] makes a shard of 4<<i slots.
+var shardAllocs = [...]func() *recordShard{
+	withSlots[[4]recordSlot], withSlots[[8]recordSlot], withSlots[[16]recordSlot],
+	withSlots[[32]recordSlot], withSlots[[64]recordSlot], withSlots[[128]recordSlot],
+}
+
+// allocShard returns an empty shard of size slots, a power of two from 4;
+// its slots follow it when there are at most 128.
+func allocShard(size int) *recordShard {
+	var sh *recordShard
+	if i := bits.TrailingZeros(uint(size)) - 2; i < len(shardAllocs) {
+		sh = shardAllocs[i]()
+	} else {
+		sh = &recordShard{slots: make([]recordSlot, size)}
+	}
+	sh.mask = uint64(size - 1)
+	return sh
 }
 
 func (sh *recordShard) home(h uint64) uint64 { return (h >> shardBits) & sh.mask }

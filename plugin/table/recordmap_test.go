@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // TestRecordMapMatchesMap drives a recordMap and a Go map with the same
@@ -62,9 +63,7 @@ func key(i int) string { return fmt.Sprintf("k%d.ns", i) }
 
 // named returns a record of owner without addresses.
 func named(owner string) *Record {
-	r := &Record{}
-	(&Table{}).setAddrs(r, owner, "", nil)
-	return r
+	return (&Table{}).newRecord(owner, "", nil)
 }
 
 func compareRecordMap(t *testing.T, m *recordMap, want map[string]*Record, keys int) {
@@ -138,9 +137,7 @@ func TestAddrIndexMatchesMap(t *testing.T) {
 				want[a] = slices.Delete(want[a], i, i+1)
 			} else {
 				// Each owner's record has the address among others.
-				r := &Record{}
-				tb.setAddrs(r, owner, "", []netip.Addr{ip("10.9.9.9"), a})
-				x.add(a, r)
+				x.add(a, tb.newRecord(owner, "", []netip.Addr{ip("10.9.9.9"), a}))
 				want[a] = slices.Insert(want[a], i, owner)
 			}
 		}
@@ -149,6 +146,21 @@ func TestAddrIndexMatchesMap(t *testing.T) {
 			if got := x.owners(a, nil); !slices.Equal(got, want[a]) && len(got)+len(want[a]) > 0 {
 				t.Fatalf("round %d: owners(%s) = %v, want %v", round, a, got, want[a])
 			}
+		}
+	}
+}
+
+// TestAllocShard: a shard has size slots, after it in the same allocation
+// up to 128.
+func TestAllocShard(t *testing.T) {
+	for size := 4; size <= 1024; size *= 2 {
+		sh := allocShard(size)
+		if len(sh.slots) != size || sh.mask != uint64(size-1) || sh.n != 0 {
+			t.Fatalf("size %d: %d slots, mask %d, n %d", size, len(sh.slots), sh.mask, sh.n)
+		}
+		after := uintptr(unsafe.Pointer(sh)) + unsafe.Sizeof(recordShard{})
+		if inline := uintptr(unsafe.Pointer(&sh.slots[0])) == after; inline != (size <= 128) {
+			t.Errorf("size %d: slots after the shard %v", size, inline)
 		}
 	}
 }
