@@ -23,7 +23,7 @@ const exportToAnnotation = "networking.istio.io/exportTo"
 const autoAllocateLabel = "networking.istio.io/enable-autoallocate-ip"
 
 // service is what the table needs from a Service. It is also what the
-// informer cache holds (see slim.go), one per Service in the cluster, so it
+// state holds (see slim.go), one per Service in the cluster, so it
 // is packed to 64 bytes: one short string for name, namespace and version,
 // the first ClusterIP inline, the rest behind pointers.
 type service struct {
@@ -150,15 +150,18 @@ type workloadEntry struct {
 
 func (se *serviceEntry) key() string { return se.ns + "/" + se.name }
 
+// nameNS is "<name>.<namespace>".
+func (s *service) nameNS() string { return s.id[:s.idLen] }
+
 // Neither the name nor the namespace can hold a dot: the API server checks
 // both are DNS labels.
 func (s *service) name() string {
-	name, _, _ := strings.Cut(s.id[:s.idLen], ".")
+	name, _, _ := strings.Cut(s.nameNS(), ".")
 	return name
 }
 
 func (s *service) namespace() string {
-	_, ns, _ := strings.Cut(s.id[:s.idLen], ".")
+	_, ns, _ := strings.Cut(s.nameNS(), ".")
 	return ns
 }
 

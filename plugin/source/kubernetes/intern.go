@@ -16,7 +16,7 @@ var ports = &portLists{lists: map[string]*[]table.Port{}}
 // does not grow them forever; lists past it are simply not shared.
 const maxPortLists = 4096
 
-// portLists is safe for concurrent use: informers transform concurrently.
+// portLists is safe for concurrent use: watches transform concurrently.
 type portLists struct {
 	mu    sync.Mutex
 	lists map[string]*[]table.Port // by portKey

@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/meshdns/meshdns/plugin/table"
 )
@@ -52,32 +51,28 @@ func heapBytes() uint64 {
 	return m.HeapAlloc
 }
 
-// loadServices runs n Services through what the informer does with them
-// (transform, store, event handler), then the initial sync into a table.
-// It returns the table and what the source keeps (store and state).
+// loadServices runs n Services through what a watch does with them
+// (transform, then the state), then the initial sync into a table. It
+// returns the table and what the source keeps.
 func loadServices(n int) (*table.Table, any) {
 	tbl := table.New(table.Config{Domain: "cluster.local", TTL: 5})
 	sink := tableSink{tbl, tbl.AddSource("kubernetes:bench")}
 	w := &watcher{name: "bench", sink: sink}
-	store := cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.Indexers{})
-	w.state = newState(scope{domain: "cluster.local"}, sink, informerServices{"": store})
-	h := handler(w.service)
+	w.state = newState(scope{domain: "cluster.local"}, sink)
 	for i := range n {
 		obj, err := serviceTransform("cluster.local")(benchService(i))
 		if err != nil {
 			panic(err)
 		}
-		if err := store.Add(obj); err != nil {
-			panic(err)
-		}
-		h.OnAdd(obj, true)
+		s := obj.(*service)
+		w.service(s.namespace()+"/"+s.name(), obj)
 	}
 	w.state.sync()
-	return tbl, []any{store, w}
+	return tbl, w
 }
 
 // BenchmarkServiceMemory reports the live heap per Service kept by the
-// source (informer store and state) and by the table:
+// source (its state) and by the table:
 //
 //	go test -run '^$' -bench ServiceMemory -benchtime 1x ./plugin/source/kubernetes/
 func BenchmarkServiceMemory(b *testing.B) {

@@ -9,16 +9,16 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// The informer transforms convert API objects at once, so the informer
-// caches hold meshdns's compact structs and the state shares them: a
-// cluster's objects are mostly fields DNS never looks at, and a second copy
-// per object is what made the source cost more than the table.
+// The watches' transforms convert API objects as they arrive, so what their
+// queues pass on, and what the state keeps, are meshdns's compact structs: a
+// cluster's objects are mostly fields DNS never looks at.
 //
-// The client-go store only needs a metav1.Object to key a cached object by
-// namespace/name and to tell a resync (same resource version) from a change:
-// each struct carries those three strings, and apiObject answers the rest.
+// The queue only needs a metav1.Object to key a struct by namespace/name,
+// and the watch to tell an object listed again (same resource version) from
+// a change: each struct carries those three strings, and apiObject answers
+// the rest.
 
-// skipped is cached for an object that gives no names: err says why it was
+// skipped stands for an object that gives no names: err says why it was
 // rejected, or is nil for one that is fine but not for DNS (an FQDN slice).
 type skipped struct {
 	apiObject
@@ -73,7 +73,7 @@ func workloadEntryTransform(obj any) (any, error) {
 	return obj, nil
 }
 
-// The store can key every cached struct.
+// The queue can key every struct.
 var (
 	_ metav1.Object = (*service)(nil)
 	_ metav1.Object = (*endpointSlice)(nil)

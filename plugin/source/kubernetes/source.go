@@ -14,12 +14,12 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -88,45 +88,33 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 	if s.MeshWide {
 		namespace = ""
 	}
-	services := informerServices{}
+	st := newState(scope{domain: s.Domain, namespace: namespace, autoAllocate: s.AutoAllocate}, sink)
+	w.state = st
 	selected := func(o *metav1.ListOptions) { o.LabelSelector = s.Labels }
+	every := func(*metav1.ListOptions) {}
 	namespaces := s.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
-	var informers []cache.SharedIndexInformer
-	var synced []cache.InformerSynced
+	var watches []cache.Controller
 	for _, ns := range namespaces {
-		kinds := []struct {
-			inf       cache.SharedIndexInformer
-			transform cache.TransformFunc
-			handle    func(key string, obj any)
-		}{
-			{coreinformers.NewFilteredServiceInformer(kc, ns, 0, nil, selected), serviceTransform(s.Domain), w.service},
-			{discoveryinformers.NewFilteredEndpointSliceInformer(kc, ns, 0, nil, nil), endpointSliceTransform, w.endpointSlice},
-			{serviceEntryInformer(ic, ns, selected), serviceEntryTransform(s.Domain), w.serviceEntry},
-			{workloadEntryInformer(ic, ns), workloadEntryTransform, w.workloadEntry},
-		}
-		for _, k := range kinds {
-			if err := k.inf.SetTransform(k.transform); err != nil {
-				return err
-			}
-			if err := k.inf.SetWatchErrorHandler(w.watchError); err != nil {
-				return err
-			}
-			reg, err := k.inf.AddEventHandler(handler(k.handle))
-			if err != nil {
-				return err
-			}
-			informers = append(informers, k.inf)
-			synced = append(synced, reg.HasSynced)
-		}
-		services[ns] = kinds[0].inf.GetStore()
+		svcs, eps := kc.CoreV1().Services(ns), kc.DiscoveryV1().EndpointSlices(ns)
+		ses, wes := ic.NetworkingV1().ServiceEntries(ns), ic.NetworkingV1().WorkloadEntries(ns)
+		watches = append(watches,
+			newWatch(listWatch(kc, selected, svcs.List, svcs.Watch), &corev1.Service{},
+				serviceTransform(s.Domain), st.knownServices(ns), w.service, w),
+			newWatch(listWatch(kc, every, eps.List, eps.Watch), &discoveryv1.EndpointSlice{},
+				endpointSliceTransform, knownIn(st, ns, st.slices), w.endpointSlice, w),
+			newWatch(listWatch(ic, selected, ses.List, ses.Watch), &networkingv1.ServiceEntry{},
+				serviceEntryTransform(s.Domain), knownIn(st, ns, st.ses), w.serviceEntry, w),
+			newWatch(listWatch(ic, every, wes.List, wes.Watch), &networkingv1.WorkloadEntry{},
+				workloadEntryTransform, knownIn(st, ns, st.wes), w.workloadEntry, w),
+		)
 	}
-	st := newState(scope{domain: s.Domain, namespace: namespace, autoAllocate: s.AutoAllocate}, sink, services)
-	w.state = st
-	for _, inf := range informers {
-		go inf.Run(ctx.Done())
+	synced := make([]cache.InformerSynced, len(watches))
+	for i, c := range watches {
+		go c.RunWithContext(ctx)
+		synced[i] = c.HasSynced
 	}
 	done := make(chan struct{})
 	go func() {
@@ -147,35 +135,70 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 	return nil
 }
 
-// The Istio informers are built here rather than with istio.io/client-go's
-// constructors, which do not tell the reflector whether the client supports
-// watch-list streaming (the fake clientset does not).
-func serviceEntryInformer(ic istioclient.Interface, ns string, tweak func(*metav1.ListOptions)) cache.SharedIndexInformer {
-	c := ic.NetworkingV1().ServiceEntries(ns)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			tweak(&o)
-			return c.List(ctx, o)
+// newWatch lists and watches one kind in one namespace. The state is its
+// only cache: each change goes from the queue straight to apply, and the
+// queue's known objects are the state's, so that a relist finds what was
+// deleted meanwhile. An informer would keep a second map of the cluster's
+// objects in its store, and a buffer of notifications as large as the
+// initial list.
+func newWatch(lw cache.ListerWatcher, obj runtime.Object, transform cache.TransformFunc, known cache.KeyListerGetter,
+	apply func(key string, obj any), w *watcher) cache.Controller {
+	// RealFIFO, as informers use: a DeltaFIFO keeps a map as large as the
+	// initial list for good.
+	queue := cache.NewRealFIFOWithOptions(cache.RealFIFOOptions{KnownObjects: known, Transformer: transform})
+	return cache.New(&cache.Config{
+		Queue:             queue,
+		ListerWatcher:     lw,
+		ObjectType:        obj,
+		WatchErrorHandler: w.watchError,
+		Process: func(item any, _ bool) error {
+			d := item.(cache.Deltas).Newest() // a RealFIFO passes one change at a time
+			key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(d.Object)
+			if err != nil {
+				return nil // not an object of the API: nothing to key it by
+			}
+			if d.Type == cache.Deleted {
+				apply(key, nil)
+				return nil
+			}
+			// A relist gives every object again: those the state has at the
+			// same resource version change nothing.
+			if old, ok, _ := known.GetByKey(key); ok && sameVersion(old, d.Object) {
+				return nil
+			}
+			apply(key, d.Object)
+			return nil
 		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			tweak(&o)
-			return c.Watch(ctx, o)
-		},
-	}
-	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, ic), &networkingv1.ServiceEntry{}, 0, nil)
+	})
 }
 
-func workloadEntryInformer(ic istioclient.Interface, ns string) cache.SharedIndexInformer {
-	c := ic.NetworkingV1().WorkloadEntries(ns)
+func sameVersion(a, b any) bool {
+	x, ok1 := a.(metav1.Object)
+	y, ok2 := b.(metav1.Object)
+	return ok1 && ok2 && x.GetResourceVersion() == y.GetResourceVersion()
+}
+
+// listWatch lists and watches one kind through a typed client, and tells the
+// reflector whether client can stream watch lists (the fake clientsets
+// cannot).
+func listWatch[L runtime.Object](client any, tweak func(*metav1.ListOptions),
+	list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.ListerWatcher {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return c.List(ctx, o)
+			tweak(&o)
+			l, err := list(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return l, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return c.Watch(ctx, o)
+			tweak(&o)
+			return watchFn(ctx, o)
 		},
 	}
-	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, ic), &networkingv1.WorkloadEntry{}, 0, nil)
+	return cache.ToListWatcherWithWatchListSemantics(lw, client)
 }
 
 func (s *Source) restConfig() (*rest.Config, error) {
@@ -200,25 +223,6 @@ func (s *Source) restConfig() (*rest.Config, error) {
 	}
 	cfg.UserAgent = "meshdns"
 	return cfg, nil
-}
-
-// handler turns informer events into "this key is now obj" (nil: deleted).
-// Updates that keep the resource version are resyncs and change nothing.
-func handler(f func(key string, obj any)) cache.ResourceEventHandler {
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { f(keyOf(obj), obj) },
-		UpdateFunc: func(old, obj any) {
-			if o, n := old.(metav1.Object), obj.(metav1.Object); o.GetResourceVersion() != n.GetResourceVersion() {
-				f(keyOf(obj), obj)
-			}
-		},
-		DeleteFunc: func(obj any) { f(keyOf(obj), nil) },
-	}
-}
-
-func keyOf(obj any) string {
-	key, _ := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	return key
 }
 
 // watcher converts objects and feeds the state; it also tracks whether the
@@ -253,14 +257,12 @@ func (w *watcher) setUp(up bool, err error) {
 	w.sink.Up(up)
 }
 
-// The informers hand over objects their transform already converted (see
+// The watches hand over objects their transform already converted (see
 // slim.go); nil is a deletion.
 
-// The informer's cache is what the state reads Services from.
 func (w *watcher) service(key string, obj any) {
-	converted[service](w, "Service", key, obj)
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
-	w.state.serviceChanged(ns, name)
+	w.state.setService(ns, name, converted[service](w, "Service", key, obj))
 }
 
 func (w *watcher) endpointSlice(key string, obj any) {
@@ -291,39 +293,12 @@ func (w *watcher) reject(kind, key string, err error) {
 
 // watchError marks the source down on a failed list or watch (a refused
 // list, a forbidden one...). A closed or expired watch is routine: the
-// informer resumes or relists by itself.
+// reflector resumes or relists by itself.
 func (w *watcher) watchError(r *cache.Reflector, err error) {
 	if errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
 		return
 	}
 	w.setUp(false, fmt.Errorf("%s: %w", r.TypeDescription(), err))
-}
-
-// informerServices finds Services in the caches of the Service informers,
-// one per watched namespace (metav1.NamespaceAll for all).
-type informerServices map[string]cache.Store
-
-func (m informerServices) service(ns, name string) *service {
-	store := m[ns]
-	if store == nil {
-		store = m[metav1.NamespaceAll]
-	}
-	if store == nil {
-		return nil
-	}
-	obj, _, _ := store.GetByKey(ns + "/" + name)
-	s, _ := obj.(*service)
-	return s
-}
-
-func (m informerServices) each(f func(*service)) {
-	for _, store := range m {
-		for _, obj := range store.List() {
-			if s, ok := obj.(*service); ok {
-				f(s)
-			}
-		}
-	}
 }
 
 // upTracker sees every API request: a transport error marks the source down,

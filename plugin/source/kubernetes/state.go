@@ -19,26 +19,18 @@ type scope struct {
 	autoAllocate bool
 }
 
-// serviceCache finds the Services the informer caches hold (slim.go): the
-// state keeps no map of Services beside them.
-type serviceCache interface {
-	// service returns the Service ns/name, or nil.
-	service(ns, name string) *service
-	// each calls f with every Service.
-	each(f func(*service))
-}
-
-// state holds the objects of one cluster, already converted (the same ones
-// the informer caches hold). Each change recomputes only the hosts it
-// touches and sends them to the sink, which tells apart what changed.
+// state holds the objects of one cluster, already converted; it is the
+// source's only copy of them (newWatch). Each change recomputes only the
+// hosts it touches and sends them to the sink, which tells apart what
+// changed.
 type state struct {
-	scope    scope
-	sink     source.Sink
-	services serviceCache
-	suffix   string // ".svc.<domain>"
+	scope  scope
+	sink   source.Sink
+	suffix string // ".svc.<domain>"
 
 	mu       sync.Mutex
 	synced   bool
+	services *serviceSet                // by "<name>.<namespace>"
 	slices   map[string]*endpointSlice  // by slice "ns/name"
 	slicesOf map[string]map[string]bool // service host -> slice keys
 	ses      map[string]*serviceEntry   // by "ns/name"
@@ -47,32 +39,35 @@ type state struct {
 	alloc    map[allocKey][]netip.Addr  // meshdns's own allocation
 }
 
-func newState(sc scope, sink source.Sink, services serviceCache) *state {
+func newState(sc scope, sink source.Sink) *state {
 	return &state{
-		scope: sc, sink: sink, services: services, suffix: ".svc." + sc.domain,
-		slices: map[string]*endpointSlice{}, slicesOf: map[string]map[string]bool{},
+		scope: sc, sink: sink, suffix: ".svc." + sc.domain,
+		services: newServiceSet(),
+		slices:   map[string]*endpointSlice{}, slicesOf: map[string]map[string]bool{},
 		ses: map[string]*serviceEntry{}, sesOf: map[string]map[string]bool{},
 		wes:   map[string]*workloadEntry{},
 		alloc: map[allocKey][]netip.Addr{},
 	}
 }
 
-// serviceChanged recomputes the host of the Service ns/name, which the
-// service cache already holds in its new state (nil once deleted).
-func (st *state) serviceChanged(ns, name string) {
+// setService stores or, when s is nil, removes the Service ns/name.
+func (st *state) setService(ns, name string, s *service) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if s == nil {
+		st.services.del(name + "." + ns)
+	} else {
+		st.services.put(s)
+	}
 	st.flush(map[string]bool{serviceHost(name, ns, st.scope.domain): true})
 }
 
 // serviceAt returns the Service whose host is host, or nil.
 func (st *state) serviceAt(host string) *service {
-	rest, ok := strings.CutSuffix(host, st.suffix)
-	name, ns, dot := strings.Cut(rest, ".")
-	if !ok || !dot || strings.Contains(ns, ".") {
-		return nil
+	if nameNS, ok := strings.CutSuffix(host, st.suffix); ok {
+		return st.services.get(nameNS)
 	}
-	return st.services.service(ns, name)
+	return nil
 }
 
 // setSlice stores or, when s is nil, removes the EndpointSlice key.
@@ -193,7 +188,9 @@ func (st *state) sync() {
 
 func (st *state) hosts() []string {
 	var hosts []string
-	st.services.each(func(s *service) { hosts = append(hosts, s.host(st.scope.domain)) })
+	for s := range st.services.all {
+		hosts = append(hosts, s.host(st.scope.domain))
+	}
 	for h := range st.sesOf {
 		if st.serviceAt(h) == nil {
 			hosts = append(hosts, h)
@@ -257,4 +254,64 @@ func (st *state) build(host string) (table.Entry, bool) {
 	e := externalEntry(host, win, wes, st.alloc)
 	// A ServiceEntry with no address is left to upstream DNS, as in Istio.
 	return e, len(e.Addrs) > 0
+}
+
+// knownObjects is what the state holds of one kind in one namespace ("" for
+// all), keyed "<namespace>/<name>", for the queue of that kind's watch
+// (newWatch): on a relist, what the state holds and the API server no longer
+// lists is deleted.
+type knownObjects struct {
+	st   *state
+	ns   string
+	keys func(yield func(key string)) // every key of the kind
+	get  func(key string) (any, bool)
+}
+
+func (k knownObjects) ListKeys() []string {
+	k.st.mu.Lock()
+	defer k.st.mu.Unlock()
+	var keys []string
+	k.keys(func(key string) {
+		if ns, _, _ := strings.Cut(key, "/"); k.ns == "" || ns == k.ns {
+			keys = append(keys, key)
+		}
+	})
+	return keys
+}
+
+func (k knownObjects) GetByKey(key string) (any, bool, error) {
+	k.st.mu.Lock()
+	defer k.st.mu.Unlock()
+	obj, ok := k.get(key)
+	return obj, ok, nil
+}
+
+func (st *state) knownServices(ns string) knownObjects {
+	return knownObjects{st: st, ns: ns,
+		keys: func(yield func(string)) {
+			for s := range st.services.all {
+				yield(s.namespace() + "/" + s.name())
+			}
+		},
+		get: func(key string) (any, bool) {
+			ns, name, _ := strings.Cut(key, "/")
+			s := st.services.get(name + "." + ns)
+			return s, s != nil
+		},
+	}
+}
+
+// knownIn is knownObjects over one of the state's maps by "ns/name".
+func knownIn[T any](st *state, ns string, m map[string]*T) knownObjects {
+	return knownObjects{st: st, ns: ns,
+		keys: func(yield func(string)) {
+			for key := range m {
+				yield(key)
+			}
+		},
+		get: func(key string) (any, bool) {
+			obj, ok := m[key]
+			return obj, ok
+		},
+	}
 }

@@ -8,7 +8,8 @@ import (
 
 	apinetworking "istio.io/api/networking/v1alpha3"
 
-	"github.com/meshdns/meshdns/plugin/source"
+	"k8s.io/client-go/tools/cache"
+
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
@@ -69,30 +70,6 @@ func (r *recorder) Reject(object, reason string, err error) {
 func (r *recorder) Synced()    { r.mu.Lock(); r.synced = true; r.mu.Unlock() }
 func (r *recorder) Up(up bool) { r.mu.Lock(); r.up = append(r.up, up); r.mu.Unlock() }
 
-// mapServices is a serviceCache by "ns/name", for tests.
-type mapServices map[string]*service
-
-func (m mapServices) service(ns, name string) *service { return m[ns+"/"+name] }
-func (m mapServices) each(f func(*service)) {
-	for _, s := range m {
-		f(s)
-	}
-}
-
-func testState(sc scope, sink source.Sink) *state { return newState(sc, sink, mapServices{}) }
-
-// setService stores s as ns/name, or deletes ns/name when s is nil, as the
-// informer cache does, then tells the state.
-func setService(st *state, ns, name string, s *service) {
-	m := st.services.(mapServices)
-	if s == nil {
-		delete(m, ns+"/"+name)
-	} else {
-		m[ns+"/"+name] = s
-	}
-	st.serviceChanged(ns, name)
-}
-
 // take returns and forgets the applies so far.
 func (r *recorder) take() []apply {
 	r.mu.Lock()
@@ -112,9 +89,9 @@ func hostsOf(es []table.Entry) []string {
 
 func TestStateIncremental(t *testing.T) {
 	rec := &recorder{}
-	st := testState(scope{domain: "cluster.local"}, rec)
+	st := newState(scope{domain: "cluster.local"}, rec)
 	web := svc("web.shop.svc.cluster.local", addrs("10.96.0.1"), nil, nil)
-	setService(st, "shop", "web", web)
+	st.setService("shop", "web", web)
 	if len(rec.take()) != 0 {
 		t.Fatal("applied before the initial sync")
 	}
@@ -124,7 +101,7 @@ func TestStateIncremental(t *testing.T) {
 	}
 
 	// The same object again (a resync or a no-op update): nothing.
-	setService(st, "shop", "web", svc(web.host("cluster.local"), addrs("10.96.0.1"), nil, nil))
+	st.setService("shop", "web", svc(web.host("cluster.local"), addrs("10.96.0.1"), nil, nil))
 	if a := rec.take(); len(a) != 0 {
 		t.Fatalf("unchanged service applied %v", a)
 	}
@@ -138,7 +115,7 @@ func TestStateIncremental(t *testing.T) {
 	}
 
 	// The Service goes: its host falls back to the ServiceEntry.
-	setService(st, "shop", "web", nil)
+	st.setService("shop", "web", nil)
 	a = rec.take()
 	if len(a) != 1 || len(a[0].upserts) != 1 || a[0].upserts[0].Registry != table.External || len(a[0].deletes) != 0 {
 		t.Fatalf("applies = %+v, want web as External", a)
@@ -154,9 +131,9 @@ func TestStateIncremental(t *testing.T) {
 
 func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 	rec := &recorder{}
-	st := testState(scope{domain: "cluster.local"}, rec)
+	st := newState(scope{domain: "cluster.local"}, rec)
 	st.sync()
-	setService(st, "db", "mysql", svc("mysql.db.svc.cluster.local", nil, nil, &serviceRare{headless: true}))
+	st.setService("db", "mysql", svc("mysql.db.svc.cluster.local", nil, nil, &serviceRare{headless: true}))
 	st.setSlice("db/mysql-1", &endpointSlice{service: "db/mysql", endpoints: []endpoint{{hostname: "mysql-0", addr: addrs("10.1.0.1")[0], ready: true}}})
 	a := rec.take()
 	if len(a) != 2 || len(a[1].upserts[0].Endpoints) != 1 {
@@ -187,9 +164,9 @@ func TestStateHeadlessAndWorkloadEntries(t *testing.T) {
 
 func TestStateVisibilityAndConflicts(t *testing.T) {
 	rec := &recorder{}
-	st := testState(scope{domain: "cluster.local", namespace: "shop"}, rec)
-	setService(st, "db", "private", svc("private.db.svc.cluster.local", nil, nil, &serviceRare{exportTo: []string{"."}}))
-	setService(st, "db", "shared", svc("shared.db.svc.cluster.local", nil, nil, &serviceRare{exportTo: []string{"shop"}}))
+	st := newState(scope{domain: "cluster.local", namespace: "shop"}, rec)
+	st.setService("db", "private", svc("private.db.svc.cluster.local", nil, nil, &serviceRare{exportTo: []string{"."}}))
+	st.setService("db", "shared", svc("shared.db.svc.cluster.local", nil, nil, &serviceRare{exportTo: []string{"shop"}}))
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.1")})
 	st.setServiceEntry("b/x", &serviceEntry{ns: "b", name: "x", hosts: []string{"x.example.com"}, specAddrs: true, addrs: addrs("192.0.2.2")})
 	st.setServiceEntry("c/hidden", &serviceEntry{ns: "c", name: "hidden", hosts: []string{"hidden.example.com"}, exportTo: []string{"."},
@@ -206,7 +183,7 @@ func TestStateVisibilityAndConflicts(t *testing.T) {
 
 func TestStateAutoAllocate(t *testing.T) {
 	rec := &recorder{}
-	st := testState(scope{domain: "cluster.local", autoAllocate: true}, rec)
+	st := newState(scope{domain: "cluster.local", autoAllocate: true}, rec)
 	st.sync()
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS})
 	a := rec.take()
@@ -225,7 +202,7 @@ func TestStateAutoAllocate(t *testing.T) {
 // Entries listed before the initial sync are allocated at the sync, once.
 func TestStateAutoAllocateAtSync(t *testing.T) {
 	rec := &recorder{}
-	st := testState(scope{domain: "cluster.local", autoAllocate: true}, rec)
+	st := newState(scope{domain: "cluster.local", autoAllocate: true}, rec)
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS})
 	if len(st.alloc) != 0 {
 		t.Fatalf("allocated before the sync: %v", st.alloc)
@@ -233,5 +210,56 @@ func TestStateAutoAllocateAtSync(t *testing.T) {
 	st.sync()
 	if got := rec.replaced[0]; len(got) != 1 || len(got[0].Addrs) != 2 {
 		t.Fatalf("replace = %+v, want x.example.com with two allocated addresses", got)
+	}
+}
+
+// The queue of a watch finds in the state what a relist no longer lists,
+// and only in the watch's namespace.
+func TestKnownObjects(t *testing.T) {
+	st := newState(scope{domain: "cluster.local"}, &recorder{})
+	st.setService("a", "x", svc("x.a.svc.cluster.local", addrs("10.96.0.1"), nil, nil))
+	st.setService("b", "y", svc("y.b.svc.cluster.local", addrs("10.96.0.2"), nil, nil))
+	st.setSlice("a/x-1", &endpointSlice{ns: "a", name: "x-1", service: "a/x"})
+	for _, tt := range []struct {
+		known knownObjects
+		want  []string
+	}{
+		{st.knownServices(""), []string{"a/x", "b/y"}},
+		{st.knownServices("a"), []string{"a/x"}},
+		{st.knownServices("c"), nil},
+		{knownIn(st, "a", st.slices), []string{"a/x-1"}},
+		{knownIn(st, "b", st.slices), nil},
+	} {
+		if got := tt.known.ListKeys(); !slices.Equal(slices.Sorted(slices.Values(got)), tt.want) {
+			t.Errorf("namespace %q: keys %v, want %v", tt.known.ns, got, tt.want)
+		}
+	}
+	if obj, ok, _ := st.knownServices("b").GetByKey("b/y"); !ok || obj.(*service).name() != "y" {
+		t.Errorf("b/y: %v %v", obj, ok)
+	}
+	if _, ok, _ := st.knownServices("").GetByKey("a/y"); ok {
+		t.Error("a/y found")
+	}
+
+	// A relist of namespace a without a/x: a/x is deleted, b/y is left alone.
+	q := cache.NewRealFIFOWithOptions(cache.RealFIFOOptions{KnownObjects: st.knownServices("a")})
+	if err := q.Replace([]any{svc("z.a.svc.cluster.local", nil, nil, nil)}, "2"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 2 {
+		_, err := q.Pop(func(item any, _ bool) error {
+			d := item.(cache.Deltas).Newest()
+			key, _ := cache.DeletionHandlingMetaNamespaceKeyFunc(d.Object)
+			got = append(got, string(d.Type)+" "+key)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"Deleted a/x", "Replaced a/z"}; !slices.Equal(got, want) {
+		t.Errorf("relist: %v, want %v", got, want)
 	}
 }
