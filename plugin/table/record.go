@@ -287,34 +287,25 @@ func (t *Table) newRecord(name, suffix string, addrs []netip.Addr) *Record {
 	return r
 }
 
-// recordWith is a Record with its bytes (owner and wire form) right after
-// it, in one allocation: a query that reads the Record finds the owner name
-// it checks next in the same or the next cache line, not behind another
-// pointer. 48 bytes plus any multiple of 16 up to 208 is a size class, so
+// recordAllocs[i] makes a Record with room for 16*(i+1) bytes after it
+// (withTail): 48 bytes plus any multiple of 16 up to 208 is a size class, so
 // this wastes no more than two allocations did.
-type recordWith[T any] struct {
-	Record
-	bytes T
-}
-
-func withBytes[T any]() (*Record, []byte) {
-	x := new(recordWith[T])
-	return &x.Record, unsafe.Slice((*byte)(unsafe.Pointer(&x.bytes)), unsafe.Sizeof(x.bytes))[:0]
-}
-
-// recordAllocs[i] makes a Record with room for 16*(i+1) bytes.
 var recordAllocs = [...]func() (*Record, []byte){
-	withBytes[[16]byte], withBytes[[32]byte], withBytes[[48]byte], withBytes[[64]byte],
-	withBytes[[80]byte], withBytes[[96]byte], withBytes[[112]byte], withBytes[[128]byte],
-	withBytes[[144]byte], withBytes[[160]byte], withBytes[[176]byte], withBytes[[192]byte],
-	withBytes[[208]byte],
+	newWithTail[Record, byte, [16]byte], newWithTail[Record, byte, [32]byte],
+	newWithTail[Record, byte, [48]byte], newWithTail[Record, byte, [64]byte],
+	newWithTail[Record, byte, [80]byte], newWithTail[Record, byte, [96]byte],
+	newWithTail[Record, byte, [112]byte], newWithTail[Record, byte, [128]byte],
+	newWithTail[Record, byte, [144]byte], newWithTail[Record, byte, [160]byte],
+	newWithTail[Record, byte, [176]byte], newWithTail[Record, byte, [192]byte],
+	newWithTail[Record, byte, [208]byte],
 }
 
 // allocRecord returns a new Record and an empty buffer for size bytes,
-// after the Record when they fit (recordWith), else apart.
+// after the Record when they fit (recordAllocs), else apart.
 func allocRecord(size int) (*Record, []byte) {
 	if i := (size+15)/16 - 1; i < len(recordAllocs) {
-		return recordAllocs[max(i, 0)]()
+		r, buf := recordAllocs[max(i, 0)]()
+		return r, buf[:0]
 	}
 	return new(Record), make([]byte, 0, size)
 }

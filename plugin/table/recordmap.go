@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"unsafe"
 )
 
 // The indexes every query reads, names and addresses to Records, have the
@@ -232,23 +231,11 @@ func recordShardSize(n int) int {
 
 func newRecordShard(n int) *recordShard { return allocShard(recordShardSize(n)) }
 
-// shardWith is a shard with its slots right after it, in one allocation: a
-// query reads the slots without another pointer to follow first.
-type shardWith[T any] struct {
-	recordShard
-	slots T
-}
-
-func withSlots[T any]() *recordShard {
-	x := new(shardWith[T])
-	x.recordShard.slots = unsafe.Slice((*recordSlot)(unsafe.Pointer(&x.slots)), unsafe.Sizeof(x.slots)/unsafe.Sizeof(recordSlot{}))
-	return &x.recordShard
-}
-
-// shardAllocs[i] makes a shard of 4<<i slots.
-var shardAllocs = [...]func() *recordShard{
-	withSlots[[4]recordSlot], withSlots[[8]recordSlot], withSlots[[16]recordSlot],
-	withSlots[[32]recordSlot], withSlots[[64]recordSlot], withSlots[[128]recordSlot],
+// shardAllocs[i] makes a shard of 4<<i slots, the slots after it (withTail).
+var shardAllocs = [...]func() (*recordShard, []recordSlot){
+	newWithTail[recordShard, recordSlot, [4]recordSlot], newWithTail[recordShard, recordSlot, [8]recordSlot],
+	newWithTail[recordShard, recordSlot, [16]recordSlot], newWithTail[recordShard, recordSlot, [32]recordSlot],
+	newWithTail[recordShard, recordSlot, [64]recordSlot], newWithTail[recordShard, recordSlot, [128]recordSlot],
 }
 
 // allocShard returns an empty shard of size slots, a power of two from 4;
@@ -256,7 +243,9 @@ var shardAllocs = [...]func() *recordShard{
 func allocShard(size int) *recordShard {
 	var sh *recordShard
 	if i := bits.TrailingZeros(uint(size)) - 2; i < len(shardAllocs) {
-		sh = shardAllocs[i]()
+		var slots []recordSlot
+		sh, slots = shardAllocs[i]()
+		sh.slots = slots
 	} else {
 		sh = &recordShard{slots: make([]recordSlot, size)}
 	}
