@@ -9,7 +9,7 @@ import (
 
 // ports shares the port lists objects have in common: most Services have one
 // of a few (http/80...), and the table keeps the list it is given, so one
-// shared list saves a copy per Service in the cache and in the table.
+// shared list saves a copy per Service in the state and in the table.
 var ports = &portLists{lists: map[string]*[]table.Port{}}
 
 // maxPortLists bounds the shared lists, so that a cluster of unique lists
