@@ -3,13 +3,12 @@ package meshdns
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/coredns/caddy"
+	"github.com/coredns/caddy/caddyfile"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
@@ -54,6 +53,9 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
+	for _, w := range m.warnings() {
+		log.Warning(w)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := dnsserver.GetConfig(c)
 	c.OnStartup(func() error {
@@ -94,47 +96,21 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	i := 0
 	for c.Next() {
 		if i > 0 {
+			if c.Val() == "{" {
+				return nil, c.Err("'{' must be on the line of the option it opens")
+			}
 			return nil, plugin.ErrOnce
 		}
 		i++
 		m.Zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
 		for c.NextBlock() {
 			switch c.Val() {
-			case "file":
-				args := c.RemainingArgs()
-				s := &file.Source{Reload: 5 * time.Second}
-				switch {
-				case len(args) == 1:
-				case len(args) == 3 && args[1] == "reload":
-					d, err := time.ParseDuration(args[2])
-					if err != nil || d < 0 {
-						return nil, c.Errf("file: invalid reload duration %q", args[2])
-					}
-					s.Reload = d
-				default:
-					return nil, c.Errf("file: want 'file PATH [reload DURATION]'")
-				}
-				s.Path = args[0]
-				if !filepath.IsAbs(s.Path) && cfg.Root != "" {
-					s.Path = filepath.Join(cfg.Root, s.Path)
-				}
-				// Fail at startup, naming the entry, rather than serve a broken table.
-				if err := s.Check(); err != nil {
-					return nil, c.Errf("file: %v", err)
-				}
-				sources = append(sources, s)
-			case "kubernetes":
-				ks, err := kubernetes.Parse(c, c.RemainingArgs())
+			case "file", "kubernetes", "xds":
+				src, err := parseSource(sourceBlock(c), cfg.Root)
 				if err != nil {
 					return nil, err
 				}
-				sources = append(sources, ks)
-			case "xds":
-				xs, err := xds.Parse(c, c.RemainingArgs(), cfg.Root)
-				if err != nil {
-					return nil, err
-				}
-				sources = append(sources, xs)
+				sources = append(sources, src)
 			case "domain":
 				args := c.RemainingArgs()
 				if len(args) != 1 || !validDomain(args[0]) {
@@ -204,6 +180,79 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	}
 	m.setSOAs()
 	return m, nil
+}
+
+// sourceBlock returns a controller over the source option at c's cursor
+// alone: its name, its arguments and, when '{' ends its line, its block up
+// to the matching '}'. The source reads it as a plugin reads its own
+// directive, so a source written without a block never reads on into the
+// options of the meshdns block that follow it.
+func sourceBlock(c *caddy.Controller) *caddy.Controller {
+	token := func() caddyfile.Token { return caddyfile.Token{File: c.File(), Line: c.Line(), Text: c.Val()} }
+	tokens := []caddyfile.Token{token()}
+	for c.NextArg() {
+		tokens = append(tokens, token())
+		if c.Val() != "{" {
+			continue
+		}
+		for depth := 1; depth > 0 && c.Next(); {
+			switch c.Val() {
+			case "{":
+				depth++
+			case "}":
+				depth--
+			}
+			tokens = append(tokens, token())
+		}
+		break
+	}
+	sub := *c
+	sub.Dispenser = caddyfile.NewDispenserTokens(c.File(), tokens)
+	return &sub
+}
+
+// parseSource reads one source option; relative paths are taken from root.
+func parseSource(c *caddy.Controller, root string) (source.Source, error) {
+	c.Next()
+	switch c.Val() {
+	case "file":
+		return file.Parse(c, root)
+	case "kubernetes":
+		return kubernetes.Parse(c)
+	}
+	return xds.Parse(c, root)
+}
+
+// warnings names the options that were accepted but cannot do what they say.
+func (m *MeshDNS) warnings() []string {
+	var out []string
+	for _, z := range m.Authoritative {
+		if !overlaps(z, m.Zones) {
+			out = append(out, fmt.Sprintf("authoritative zone %s is outside the plugin's zones %v: no query for it reaches meshdns", z, m.Zones))
+		}
+	}
+	for _, z := range m.Fall.Zones {
+		switch {
+		case !overlaps(z, m.Zones):
+			out = append(out, fmt.Sprintf("fallthrough zone %s is outside the plugin's zones %v: no query for it reaches meshdns", z, m.Zones))
+		case matchZone(m.Authoritative, z) != "":
+			out = append(out, fmt.Sprintf("fallthrough zone %s is inside authoritative zone %s: its unknown names get NXDOMAIN, never fall through", z, matchZone(m.Authoritative, z)))
+		}
+	}
+	if !overlaps(m.domain, m.Zones) {
+		out = append(out, fmt.Sprintf("cluster domain %s is outside the plugin's zones %v: its names are never answered", m.domain, m.Zones))
+	}
+	return out
+}
+
+// overlaps reports whether zone and one of zones contain each other.
+func overlaps(zone string, zones []string) bool {
+	for _, z := range zones {
+		if inZone(z, zone) || inZone(zone, z) {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultSearch covers a pod's search list in any namespace, with the

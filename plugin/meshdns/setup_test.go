@@ -158,13 +158,121 @@ func TestParse(t *testing.T) {
 	}
 }
 
-// A malformed entry stops startup with an error naming the entry.
+// A file that is not a name table stops startup with an error naming it; a
+// bad entry in a good file does not (it is skipped when the source starts).
 func TestParseMalformedFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bad.json")
-	os.WriteFile(path, []byte(`{"table": {"ok.example.com": {"ips": ["1.1.1.1"]}, "bad.example.com": {"ips": ["300.1.1.1"]}}}`), 0o644)
-	_, err := parse(caddy.NewTestController("dns", "meshdns {\nfile "+path+"\n}"))
-	if err == nil || !strings.Contains(err.Error(), `entry "bad.example.com"`) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"table": {"ok.example.com": {"ips": ["1.1.1.1"]}`), 0o644)
+	_, err := parse(caddy.NewTestController("dns", "meshdns {\nfile "+bad+"\n}"))
+	if err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("error %v", err)
+	}
+	entry := filepath.Join(dir, "entry.json")
+	os.WriteFile(entry, []byte(`{"table": {"ok.example.com": {"ips": ["1.1.1.1"]}, "bad.example.com": {"ips": ["300.1.1.1"]}}}`), 0o644)
+	if _, err := parse(caddy.NewTestController("dns", "meshdns {\nfile "+entry+"\n}")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A source option ends where its own block ends, or at the end of its line
+// when it has none, wherever it stands among the other options.
+func TestParseSourceBlocks(t *testing.T) {
+	f := "testdata/setup.json"
+	tests := []struct {
+		name, body string
+		want       []string // source names, then namespace and fallthrough zones
+	}{
+		{"kubernetes without block, options after", "kubernetes /k\nnamespace shop\nfallthrough", []string{"kubernetes:Kubernetes", "shop", "."}},
+		{"kubernetes with arguments and block", "kubernetes /k ctx {\ncluster east\n}\nnamespace shop", []string{"kubernetes:east", "shop"}},
+		{"kubernetes empty block", "kubernetes {\n}\nnamespace shop", []string{"kubernetes:Kubernetes", "shop"}},
+		{"kubernetes block on one line", "kubernetes { }\nfallthrough", []string{"kubernetes:Kubernetes", "", "."}},
+		{"options before and after", "namespace shop\nkubernetes /k {\ncluster a\n}\nkubernetes /k\nfallthrough", []string{"kubernetes:a", "kubernetes:Kubernetes", "shop", "."}},
+		{"two blocks in a row", "kubernetes {\ncluster a\n}\nkubernetes {\ncluster b\n}", []string{"kubernetes:a", "kubernetes:b", ""}},
+		{"xds without block", "namespace shop\nxds 127.0.0.1:15010\nfallthrough", nil},
+		{"xds block then file", "xds 127.0.0.1:15010 {\ninsecure\nnode_ip 10.0.0.5\nworkload vm\n}\nfile " + f + "\nnamespace shop", []string{"xds:127.0.0.1:15010", "file:" + f, "shop"}},
+		{"file then kubernetes without block", "file " + f + "\nkubernetes\nnamespace shop", []string{"file:" + f, "kubernetes:Kubernetes", "shop"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", "meshdns {\n"+tc.body+"\n}")
+			c.ServerBlockKeys = []string{"."}
+			m, err := parse(c)
+			if tc.want == nil {
+				// xds without a block has no tls or insecure: its own error,
+				// not an unknown property of the meshdns block.
+				if err == nil || !strings.Contains(err.Error(), "xds: want 'tls") {
+					t.Fatalf("error %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range m.sources {
+				got = append(got, s.name)
+			}
+			got = append(got, m.table.Config().Namespace)
+			got = append(got, m.Fall.Zones...)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseSourceBlockErrors(t *testing.T) {
+	f := "testdata/setup.json"
+	tests := []struct{ name, body, want string }{
+		{"unknown option inside the source block", "kubernetes {\nnamespace shop\n}", `kubernetes: unknown property "namespace"`},
+		{"brace on its own line", "kubernetes\n{\ncluster a\n}", "'{' must be on the line of the option it opens"},
+		{"file with a block", "file " + f + " {\nreload 1s\n}", "file: takes no block"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", "meshdns {\n"+tc.body+"\n}")
+			c.ServerBlockKeys = []string{"."}
+			_, err := parse(c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Options that are accepted but cannot do what they say are named.
+func TestParseWarnings(t *testing.T) {
+	f := "testdata/setup.json"
+	tests := []struct {
+		name, input string
+		want        []string
+	}{
+		{"none", "meshdns {\nfile " + f + "\nauthoritative cluster.local\nfallthrough\n}", nil},
+		{"authoritative outside zones", "meshdns cluster.local {\nfile " + f + "\nauthoritative example.com\n}", []string{"authoritative zone example.com. is outside"}},
+		{"fallthrough outside zones", "meshdns cluster.local {\nfile " + f + "\nfallthrough example.com\n}", []string{"fallthrough zone example.com. is outside"}},
+		{"fallthrough inside authoritative", "meshdns {\nfile " + f + "\nauthoritative cluster.local\nfallthrough svc.cluster.local\n}", []string{"fallthrough zone svc.cluster.local. is inside authoritative zone cluster.local."}},
+		{"domain outside zones", "meshdns example.com {\nfile " + f + "\n}", []string{"cluster domain cluster.local. is outside"}},
+		{"authoritative containing the zone", "meshdns svc.cluster.local {\nfile " + f + "\nauthoritative cluster.local\n}", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", tc.input)
+			c.ServerBlockKeys = []string{"."}
+			m, err := parse(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := m.warnings()
+			if len(got) != len(tc.want) {
+				t.Fatalf("warnings %q, want %d", got, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("warning %q, want one containing %q", got[i], w)
+				}
+			}
+		})
 	}
 }
 

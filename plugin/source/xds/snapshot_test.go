@@ -37,7 +37,7 @@ func TestSnapshotWritten(t *testing.T) {
 	eventually(t, "snapshot", func() bool { _, err := os.Stat(path); return err == nil })
 	check := func(want []string) os.FileInfo {
 		t.Helper()
-		es, _, err := file.Load(path)
+		es, _, _, err := file.Load(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +65,7 @@ func TestSnapshotWritten(t *testing.T) {
 	pushAndWait("4", tbl)
 	want = append(want, "new.example.com External 240.240.0.9")
 	eventually(t, "snapshot update", func() bool {
-		es, _, err := file.Load(path)
+		es, _, _, err := file.Load(path)
 		return err == nil && len(es) == 3
 	})
 	check(want)
@@ -121,20 +121,11 @@ func TestSnapshotIgnored(t *testing.T) {
 	tests := []struct{ name, content string }{
 		{"corrupt", "{\"table\": {\"a.example.com\": {\"ips\": [\"10.0"},
 		{"foreign", `{"apiVersion": "v1", "kind": "ConfigMap"}`},
-		{"bad entry", `{"table": {"a.example.com": {"ips": ["10.0.0.300"]}}}`},
 		{"empty", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "mesh.json")
-			os.WriteFile(path, []byte(tt.content), 0o600)
-			f := newFake()
-			addr, stop := serve(t, f, "127.0.0.1:0")
-			stop()
-			s := testSource(addr)
-			s.Snapshot = path
-			sink := newSink()
-			start(t, s, sink)
+			f, addr, path, sink := startFromSnapshot(t, tt.content)
 			sink.state(func(s *recSink) {
 				if s.synced != 0 || len(s.replaces) != 0 || !slices.Equal(s.rejects, []string{path + " snapshot"}) {
 					t.Errorf("synced %d, %d replaces, rejects %q", s.synced, len(s.replaces), s.rejects)
@@ -146,11 +137,37 @@ func TestSnapshotIgnored(t *testing.T) {
 			f.send(t, nameTable("v1", "n1", map[string]*nds.NameTable_NameInfo{"a.example.com": ips("240.240.0.1")}))
 			f.next(t)
 			eventually(t, "snapshot rewritten", func() bool {
-				es, _, err := file.Load(path)
+				es, _, _, err := file.Load(path)
 				return err == nil && len(es) == 1
 			})
 		})
 	}
+}
+
+// A snapshot entry that cannot be served is skipped with a rejection that
+// names it; the rest of the snapshot serves.
+func TestSnapshotBadEntry(t *testing.T) {
+	_, _, _, sink := startFromSnapshot(t, `{"table": {"a.example.com": {"ips": ["10.0.0.300"]}, "b.example.com": {"ips": ["10.0.0.3"]}}}`)
+	sink.state(func(s *recSink) {
+		if s.synced != 1 || len(s.replaces) != 1 || len(s.replaces[0]) != 1 || !slices.Equal(s.rejects, []string{"a.example.com invalid_address"}) {
+			t.Errorf("synced %d, replaces %v, rejects %q", s.synced, s.replaces, s.rejects)
+		}
+	})
+}
+
+// startFromSnapshot starts a source whose snapshot file holds content while
+// its istiod, f at addr, is down.
+func startFromSnapshot(t *testing.T, content string) (f *fakeADS, addr, path string, sink *recSink) {
+	path = filepath.Join(t.TempDir(), "mesh.json")
+	os.WriteFile(path, []byte(content), 0o600)
+	f = newFake()
+	addr, stop := serve(t, f, "127.0.0.1:0")
+	stop()
+	s := testSource(addr)
+	s.Snapshot = path
+	sink = newSink()
+	start(t, s, sink)
+	return f, addr, path, sink
 }
 
 func TestWriteAtomicErrors(t *testing.T) {
