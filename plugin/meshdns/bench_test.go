@@ -46,7 +46,7 @@ func benchMeshDNS(b *testing.B) plugin.Handler {
 			Ports: []table.Port{{Name: "http", Number: 80, Protocol: table.TCP}}})
 	}
 	entries = append(entries, table.Entry{Host: "*.wild.example.com", Addrs: []netip.Addr{netip.MustParseAddr("240.240.0.1")}})
-	s.Replace(entries)
+	s.Replace(entries, nil)
 	s.Synced()
 	return m
 }

@@ -5,6 +5,8 @@ package meshdns
 import (
 	"context"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/coredns/coredns/plugin"
@@ -33,6 +35,12 @@ type MeshDNS struct {
 	counters counters
 	soas     map[string]*soaCache // by apex, made by setSOAs
 	siblings *siblings            // nil without search domains to share NXDOMAINs under
+	// versionName is "dns-version.<domain>", the Kubernetes DNS schema
+	// version's name.
+	versionName string
+	// listen are the server's own addresses, for its name server's name;
+	// none when it listens on every address.
+	listen []netip.Addr
 }
 
 // Name implements plugin.Handler.
@@ -48,9 +56,6 @@ func (m *MeshDNS) Ready() bool {
 	return true
 }
 
-// maxChain bounds CNAME chains followed inside the table.
-const maxChain = 8
-
 // ServeDNS implements plugin.Handler. It stays small, and the rarer paths
 // live in functions of their own: every query runs on a fresh goroutine
 // stack, and a large frame here makes Go grow that stack, which costs more
@@ -59,12 +64,16 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	if len(r.Question) == 0 { // the server refuses these; a test or another plugin may not
 		return dns.RcodeFormatError, nil
 	}
-	// The question as sent, lower-cased: names with escapes match nothing in
-	// the table, so the costlier request.Request.Name() buys nothing here.
-	qname := strings.ToLower(r.Question[0].Name)
-	if r.Question[0].Qtype == dns.TypePTR {
+	// The question as sent, lower-cased: names with escapes are looked up
+	// apart, so the costlier request.Request.Name() buys nothing here.
+	if len(r.Extra) > 0 && badOPT(r) {
+		return dns.RcodeFormatError, nil
+	}
+	q := r.Question[0]
+	qname := strings.ToLower(q.Name)
+	if q.Qtype == dns.TypePTR && plainQuery(r) {
 		if owners := m.ptrOwners(qname); len(owners) > 0 {
-			return m.write(ctx, w, r, resultHit, ptrs(r.Question[0].Name, m.ttl, owners), nil)
+			return m.write(ctx, w, r, resultHit, dns.RcodeSuccess, ptrs(q.Name, m.ttl, owners), nil)
 		}
 	}
 	zone := matchZone(m.Zones, qname)
@@ -75,7 +84,15 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 		m.counters.inc(ctx, resultNotReady)
 		return dns.RcodeServerFailure, nil
 	}
-	match := m.table.Lookup(qname)
+	var match table.Match
+	if strings.IndexByte(qname, '\\') < 0 {
+		match = m.table.Lookup(qname)
+	} else {
+		match = m.escaped(qname)
+	}
+	if !plainQuery(r) || q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		return m.refuse(ctx, w, r, qname, match)
+	}
 	switch match.Kind {
 	case table.Hit, table.Wildcard:
 		res := resultHit
@@ -85,12 +102,32 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 		if ok, err := m.writeAddrs(ctx, w, r, res, match); ok {
 			return rcodeOf(err), err
 		}
-		asked := r.Question[0].Name
-		return m.reply(ctx, w, r, res, m.answer(ctx, w, r, asked, r.Question[0].Qtype, match, nil), zone, asked)
+		return m.respond(ctx, w, r, res, zone, q.Name, match, nil)
 	case table.Shortcut:
 		return m.shortcut(ctx, w, r, match, zone)
 	}
 	return m.unknown(ctx, w, r, qname, zone, match.Kind == table.Empty)
+}
+
+// badOPT reports whether r's EDNS is malformed (RFC 6891 §6.1.1): more than
+// one OPT record, or one owned by a name other than the root. The server
+// checks only the version of the first.
+func badOPT(r *dns.Msg) bool {
+	n := 0
+	for _, rr := range r.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			if n++; n > 1 || rr.Header().Name != "." {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// plainQuery reports whether r is a query of class IN, the only kind of
+// question meshdns has data for.
+func plainQuery(r *dns.Msg) bool {
+	return r.Opcode == dns.OpcodeQuery && r.Question[0].Qclass == dns.ClassINET
 }
 
 func (m *MeshDNS) ptrOwners(qname string) []string {
@@ -98,6 +135,50 @@ func (m *MeshDNS) ptrOwners(qname string) []string {
 		return m.table.PTR(addr)
 	}
 	return nil
+}
+
+// escaped looks up a name with escaped octets in a label ("a\.b.example.",
+// "\000.example."): no table name has such a label, so only a wildcard can
+// cover it, through the labels after the last escaped one.
+func (m *MeshDNS) escaped(qname string) table.Match {
+	labels := dns.SplitDomainName(qname)
+	plain := len(labels)
+	for plain > 0 && strings.IndexByte(labels[plain-1], '\\') < 0 {
+		plain--
+	}
+	if plain == len(labels) {
+		return table.Match{}
+	}
+	return m.table.Covering(strings.Join(labels[plain:], "."))
+}
+
+// refuse answers what meshdns holds no data for: another opcode (NOTIMP),
+// another class or a zone transfer (REFUSED). A name meshdns does not know,
+// where unknown names fall through, goes on to the next plugin as usual.
+func (m *MeshDNS) refuse(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname string, match table.Match) (int, error) {
+	if match.Kind == table.Miss && m.fallsThrough(qname) && m.apex(qname) == "" {
+		m.counters.inc(ctx, resultFallthrough)
+		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
+	}
+	rcode := dns.RcodeRefused
+	if r.Opcode != dns.OpcodeQuery {
+		rcode = dns.RcodeNotImplemented
+	}
+	// Written here rather than by the server, which echoes RD and CD only
+	// for a QUERY.
+	msg := new(dns.Msg)
+	msg.SetRcode(r, rcode)
+	msg.RecursionDesired, msg.CheckingDisabled = r.RecursionDesired, r.CheckingDisabled
+	m.counters.inc(ctx, resultRefused)
+	if err := w.WriteMsg(msg); err != nil {
+		return rcodeOf(err), plugin.Error(pluginName, err)
+	}
+	return rcodeOf(nil), nil
+}
+
+// fallsThrough reports whether an unknown name goes on to the next plugin.
+func (m *MeshDNS) fallsThrough(qname string) bool {
+	return matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != ""
 }
 
 // shortcut answers "H.<search domain>" with a CNAME to the real name of H
@@ -110,89 +191,153 @@ func (m *MeshDNS) shortcut(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	}
 	answer := make([]dns.RR, 1, 4)
 	answer[0] = &dns.CNAME{Hdr: hdr(asked, dns.TypeCNAME, m.ttl), Target: target}
-	if qtype != dns.TypeCNAME {
-		answer = m.answer(ctx, w, r, target, qtype, match, answer)
+	if qtype == dns.TypeCNAME || qtype == dns.TypeANY {
+		return m.write(ctx, w, r, resultShortcut, dns.RcodeSuccess, answer, nil)
 	}
-	return m.reply(ctx, w, r, resultShortcut, answer, zone, target)
+	return m.respond(ctx, w, r, resultShortcut, zone, target, match, answer)
 }
 
-// unknown handles names the table does not serve, and empty non-terminals,
-// which exist but own no records.
+// unknown handles names the table does not serve: the apex of a zone meshdns
+// is the authority for, the names of its name server, the Kubernetes DNS
+// schema version, empty non-terminals (which exist but own no records) and
+// unknown names.
 func (m *MeshDNS) unknown(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname, zone string, empty bool) (int, error) {
-	if matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != "" {
+	if apex := m.apex(qname); apex != "" {
+		return m.atApex(ctx, w, r, apex)
+	}
+	if qname == m.versionName {
+		return m.version(ctx, w, r)
+	}
+	if m.nameServer(qname) {
+		return m.nsAddrs(ctx, w, r)
+	}
+	// An empty non-terminal is NODATA even where unknown names fall through:
+	// upstream it would be NXDOMAIN, which RFC 8020 resolvers take to mean
+	// that the names below it, which meshdns serves, do not exist.
+	if empty || m.nameServerParent(qname) || m.reverseExists(qname) {
+		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, nil, m.soa(qname, zone))
+	}
+	if m.fallsThrough(qname) {
 		return m.passOn(ctx, w, r, qname)
 	}
-	if empty {
-		return m.write(ctx, w, r, resultNoData, nil, m.soa(qname, zone))
-	}
-	return m.write(ctx, w, r, resultNXDomain, nil, m.soa(qname, zone))
+	return m.write(ctx, w, r, resultNXDomain, dns.RcodeNameError, nil, m.soa(qname, zone))
 }
 
-// reply writes answer, or NODATA with an SOA when there is nothing of qtype.
-func (m *MeshDNS) reply(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, answer []dns.RR, zone, owner string) (int, error) {
-	// A chain of CNAMEs that ends without the asked type is NODATA too; its
-	// SOA is that of the last name in the chain.
-	last := len(answer) - 1
-	if last >= 0 && (answer[last].Header().Rrtype != dns.TypeCNAME || r.Question[0].Qtype == dns.TypeCNAME) {
-		return m.write(ctx, w, r, res, answer, nil)
+// reverseExists reports whether qname is the reverse name of a served
+// address (asked for another type than PTR) or a name above one.
+func (m *MeshDNS) reverseExists(qname string) bool {
+	if !strings.HasSuffix(qname, ".arpa.") {
+		return false
 	}
-	if last >= 0 {
-		owner = answer[last].(*dns.CNAME).Target
-	}
-	owner = strings.ToLower(owner)
-	if z := matchZone(m.Zones, owner); z != "" {
-		zone = z
-	}
-	return m.write(ctx, w, r, resultNoData, answer, m.soa(owner, zone))
+	return len(m.ptrOwners(qname)) > 0 || m.table.ReverseParent(qname)
 }
 
-// answer appends to answer what name (the matched record's name, in the case
-// the client used) has of qtype.
-func (m *MeshDNS) answer(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, name string, qtype uint16, match table.Match, answer []dns.RR) []dns.RR {
+// respond answers the question with what name, whose record match found,
+// owns, after the records already in answer (a shortcut's CNAME). A CNAME
+// chain is followed through the table, then through the rest of the server;
+// the reply's rcode and negative SOA are those of the last name in the chain
+// (RFC 6604, RFC 2308).
+func (m *MeshDNS) respond(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, zone, name string, match table.Match, answer []dns.RR) (int, error) {
+	qtype := r.Question[0].Qtype
+	for range table.MaxChain + 1 {
+		target := match.Record.Target()
+		if target == "" {
+			n := len(answer)
+			answer = m.records(name, qtype, match, answer)
+			if len(answer) > n {
+				return m.write(ctx, w, r, res, dns.RcodeSuccess, answer, nil)
+			}
+			owner := strings.ToLower(name)
+			if z := matchZone(m.Zones, owner); z != "" {
+				zone = z
+			}
+			return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, answer, m.soa(owner, zone))
+		}
+		answer = append(answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME, m.ttl), Target: target})
+		// RFC 8482: a CNAME is an answer to ANY on its own.
+		if qtype == dns.TypeCNAME || qtype == dns.TypeANY {
+			return m.write(ctx, w, r, res, dns.RcodeSuccess, answer, nil)
+		}
+		next := m.table.Lookup(target)
+		if next.Kind != table.Hit && next.Kind != table.Wildcard {
+			return m.beyond(ctx, w, r, res, target, next.Kind, answer)
+		}
+		match, name = next, target
+	}
+	// A loop the table did not see (it refuses those it does).
+	m.counters.inc(ctx, resultServFail)
+	return dns.RcodeServerFailure, nil
+}
+
+// records appends to answer what name (the matched record's name, in the
+// case the client used) owns of qtype; the record has no CNAME target.
+func (m *MeshDNS) records(name string, qtype uint16, match table.Match, answer []dns.RR) []dns.RR {
 	rec := match.Record
 	switch {
 	case match.SRV > 0:
-		if qtype == dns.TypeSRV {
+		if qtype == dns.TypeSRV || qtype == dns.TypeANY {
 			return append(answer, srvs(name, m.ttl, rec, match)...)
 		}
-		return answer
-	case rec.Target() != "":
-		return m.chase(ctx, w, r, name, qtype, match, answer)
 	case qtype == dns.TypeA || qtype == dns.TypeAAAA:
 		if len(answer) == 0 {
 			return addrs(name, rec.Addrs(qtype)) // often the shared records themselves
 		}
 		return append(answer, addrs(name, rec.Addrs(qtype))...)
+	case qtype == dns.TypeANY:
+		// RFC 8482 allows a subset; a host owns nothing but its addresses.
+		answer = append(answer, addrs(name, rec.A())...)
+		return append(answer, addrs(name, rec.AAAA())...)
 	case qtype == dns.TypeSRV && !rec.Wildcard():
 		return append(answer, srvs(name, m.ttl, rec, match)...)
 	}
 	return answer
 }
 
-// chase follows an ExternalName's CNAME chain: inside the table while the
-// targets are ours, then through the rest of the server, as the kubernetes
-// plugin does.
-func (m *MeshDNS) chase(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, name string, qtype uint16, match table.Match, answer []dns.RR) []dns.RR {
-	for range maxChain {
-		target := match.Record.Target()
-		if target == "" {
-			return m.answer(ctx, w, r, name, qtype, match, answer)
+// beyond finishes a CNAME chain whose target the table does not serve
+// (kind says how the lookup matched it). Where meshdns is the authority for
+// the target it answers itself, as for a query of its own; otherwise the
+// rest of the server resolves it, as the kubernetes plugin does.
+func (m *MeshDNS) beyond(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, target string, kind table.Kind, answer []dns.RR) (int, error) {
+	if zone := matchZone(m.Zones, target); zone != "" && (kind == table.Empty || kind == table.Miss && !m.fallsThrough(target)) {
+		if kind == table.Empty {
+			return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, answer, m.soa(target, zone))
 		}
-		answer = append(answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME, m.ttl), Target: target})
-		if qtype != dns.TypeA && qtype != dns.TypeAAAA {
-			return answer
-		}
-		next := m.table.Lookup(dns.CanonicalName(target))
-		if next.Kind != table.Hit && next.Kind != table.Wildcard {
-			state := request.Request{W: w, Req: r}
-			if resp, err := m.upstream.Lookup(ctx, state, target, qtype); err == nil && resp != nil {
-				answer = append(answer, resp.Answer...)
-			}
-			return answer
-		}
-		match, name = next, target
+		return m.write(ctx, w, r, resultNXDomain, dns.RcodeNameError, answer, m.soa(target, zone))
 	}
-	return answer // a loop of CNAMEs: stop, as resolvers do
+	qtype := r.Question[0].Qtype
+	resp, err := m.upstream.Lookup(ctx, request.Request{W: w, Req: r}, target, qtype)
+	if err != nil || resp == nil || (resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError) {
+		m.counters.inc(ctx, resultServFail)
+		return dns.RcodeServerFailure, nil
+	}
+	answer = append(answer, resp.Answer...)
+	if resp.Rcode == dns.RcodeNameError {
+		return m.write(ctx, w, r, resultNXDomain, dns.RcodeNameError, answer, soaOf(resp.Ns))
+	}
+	if !owns(resp.Answer, qtype) {
+		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, answer, soaOf(resp.Ns))
+	}
+	return m.write(ctx, w, r, res, dns.RcodeSuccess, answer, nil)
+}
+
+// owns reports whether rrs hold a record of qtype.
+func owns(rrs []dns.RR, qtype uint16) bool {
+	for _, rr := range rrs {
+		if rr.Header().Rrtype == qtype {
+			return true
+		}
+	}
+	return false
+}
+
+// soaOf returns the SOA of an upstream's negative answer, for ours.
+func soaOf(ns []dns.RR) []dns.RR {
+	for _, rr := range ns {
+		if rr.Header().Rrtype == dns.TypeSOA {
+			return []dns.RR{rr}
+		}
+	}
+	return nil
 }
 
 // addrs returns rrs owned by name, shuffled. The precomputed records are
@@ -232,15 +377,17 @@ func withOwner(rr dns.RR, name string) dns.RR {
 
 // srvs answers "_port._proto.<name>" or "<name>" SRV queries in the form of
 // the CoreDNS kubernetes plugin: one record per port and endpoint name (or the
-// host itself), sharing the weight.
+// host itself), sharing the weight. SRV has no protocol, so ports that differ
+// only by theirs give one set of records (RFC 2181 §5.1: no duplicates).
 func srvs(owner string, ttl uint32, rec *table.Record, match table.Match) []dns.RR {
 	targets := rec.Endpoints()
 	if len(targets) == 0 {
 		targets = []*table.Record{rec}
 	}
 	var out []dns.RR
-	for _, p := range rec.Ports() {
-		if !match.Selects(p) {
+	ports := rec.Ports()
+	for i, p := range ports {
+		if !match.Selects(p) || slices.ContainsFunc(ports[:i], func(q table.Port) bool { return q.Number == p.Number && match.Selects(q) }) {
 			continue
 		}
 		weight := uint16(max(1, 100/len(targets)))
@@ -277,7 +424,21 @@ func matchZone(zones []string, name string) string {
 }
 
 func inZone(zone, name string) bool {
-	return zone == "." || name == zone || (strings.HasSuffix(name, zone) && name[len(name)-len(zone)-1] == '.')
+	if zone == "." || name == zone {
+		return true
+	}
+	i := len(name) - len(zone) - 1
+	return strings.HasSuffix(name, zone) && name[i] == '.' && !escapedAt(name, i)
+}
+
+// escapedAt reports whether name[i] is escaped by the backslashes before it
+// ("a\.b" is one label), so it does not end a label.
+func escapedAt(name string, i int) bool {
+	n := 0
+	for i--; i >= 0 && name[i] == '\\'; i-- {
+		n++
+	}
+	return n%2 == 1
 }
 
 func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
@@ -314,7 +475,7 @@ func rcodeOf(err error) int {
 
 // write sends the reply. Building it by hand rather than with SetReply saves
 // an allocation: the question is the request's own.
-func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, answer, ns []dns.RR) (int, error) {
+func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, rcode int, answer, ns []dns.RR) (int, error) {
 	msg := &dns.Msg{
 		MsgHdr: dns.MsgHdr{
 			Id:               r.Id,
@@ -325,13 +486,11 @@ func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, r
 			// meshdns stands in for the node's resolver, with forward behind it.
 			RecursionAvailable: r.RecursionDesired,
 			CheckingDisabled:   r.CheckingDisabled,
+			Rcode:              rcode,
 		},
 		Question: r.Question[:1],
 		Answer:   answer,
 		Ns:       ns,
-	}
-	if res == resultNXDomain {
-		msg.Rcode = dns.RcodeNameError
 	}
 	m.counters.inc(ctx, res)
 	if err := w.WriteMsg(msg); err != nil {

@@ -27,7 +27,7 @@ import (
 //	reviews.bookinfo.svc.cluster.local  Kubernetes 10.0.0.10 fd00::10, ports http/9080 grpc/9090
 //	details.bookinfo.svc.cluster.local  Kubernetes 10.0.0.11 (IPv4 only), port http/9080
 //	ratings.bookinfo.svc.cluster.local  Kubernetes fd00::12 (IPv6 only)
-//	noaddr.bookinfo.svc.cluster.local   Kubernetes, no address at all
+//	noaddr.bookinfo.svc.cluster.local   Kubernetes, no address at all (not served)
 //	pool.bookinfo.svc.cluster.local     Kubernetes 10.0.1.1 ... 10.0.1.6
 //	ext.bookinfo.svc.cluster.local      ExternalName -> www.example.org (not in the mesh)
 //	alias.bookinfo.svc.cluster.local    ExternalName -> details.bookinfo.svc.cluster.local
@@ -210,7 +210,8 @@ var suites = []suite{
 			hit(ratings, dns.TypeAAAA, aaaa(ratings, "fd00::12")),
 			nodata(ratings, dns.TypeA, soaCluster),
 			nodata(details, dns.TypeAAAA, soaCluster),
-			nodata("noaddr.bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
+			// A headless Service without ready endpoints (Kubernetes DNS specification §2.4.1).
+			nxdomain("noaddr.bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 			nodata(reviews, dns.TypeTXT, soaCluster),
 			nodata(reviews, dns.TypeMX, soaCluster),
 			nodata("reviews.bookinfo.", dns.TypeTXT, soaRoot),
@@ -254,7 +255,6 @@ var suites = []suite{
 			hit("alias.bookinfo.svc.cluster.local.", dns.TypeCNAME, cname("alias.bookinfo.svc.cluster.local.", details)),
 			hit("ext.bookinfo.svc.cluster.local.", dns.TypeCNAME, cname("ext.bookinfo.svc.cluster.local.", "www.example.org.")),
 			// A chain that ends without the asked type is NODATA, with the SOA of its last name.
-			nodata("ext.bookinfo.svc.cluster.local.", dns.TypeTXT, soaRoot, cname("ext.bookinfo.svc.cluster.local.", "www.example.org.")),
 			nodata("alias.bookinfo.svc.cluster.local.", dns.TypeAAAA, soaCluster, cname("alias.bookinfo.svc.cluster.local.", details)),
 			hit("alias.bookinfo.bookinfo.svc.cluster.local.", dns.TypeA,
 				cname("alias.bookinfo.bookinfo.svc.cluster.local.", "alias.bookinfo.svc.cluster.local."),
@@ -285,21 +285,46 @@ var suites = []suite{
 			nodata("bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 			nodata("svc.cluster.local.", dns.TypeA, soaCluster),
 			nodata("data.svc.cluster.local.", dns.TypeSRV, soaCluster),
+			// An empty non-terminal is NODATA in a fallthrough zone too (RFC 8020).
+			nodata("wild.example.com.", dns.TypeA, soaRoot),
+			nodata("_tcp."+reviews, dns.TypeSRV, soaCluster),
+			nodata("_tcp.reviews.bookinfo.", dns.TypeSRV, soaRoot),
+			nxdomain("_udp."+reviews, dns.TypeSRV, soaCluster),
+			// A served address's reverse name owns its PTR alone; the names above it exist.
+			nodata(arpa("10.0.0.10"), dns.TypeTXT, soaRoot),
+			nodata("0.0.10.in-addr.arpa.", dns.TypePTR, soaRoot),
+			nodata("0.0.d.f.ip6.arpa.", dns.TypePTR, soaRoot),
+			nodata("1.0.0.0.0.0.d.f.ip6.arpa.", dns.TypeSOA, soaRoot),
+
+			// 11. ANY: the name's addresses, or an ExternalName's CNAME (RFC 8482).
+			hit(details, dns.TypeANY, a(details, "10.0.0.11")),
+			hit("alias.bookinfo.svc.cluster.local.", dns.TypeANY, cname("alias.bookinfo.svc.cluster.local.", details)),
+			// An ExternalName host owns its CNAME only: no SRV names below it (RFC 2181 §10.1).
+			nxdomain("_http._tcp.alias.bookinfo.svc.cluster.local.", dns.TypeSRV, soaCluster),
+			// 12. The Kubernetes DNS schema version.
+			hit("dns-version.cluster.local.", dns.TypeTXT, test.TXT(`dns-version.cluster.local. 28800 IN TXT "1.1.0"`)),
+			nodata("dns-version.cluster.local.", dns.TypeA, soaCluster),
+			// 13. A label with an escaped dot is one label: not a name of the table.
+			nxdomain("reviews\\.bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 		},
 		// 10. Unknown names outside the authoritative zones fall through.
 		next: []question{
 			{"nope.example.org.", dns.TypeA},
 			{"www.example.org.", dns.TypeA},
 			{"api.example.net.", dns.TypeAAAA},
-			{"legacy.ops.", dns.TypeA},       // 1. a ServiceEntry has no short names
-			{"legacy.ops.svc.", dns.TypeA},   // 1.
-			{"db.", dns.TypeA},               // 1. bare names only for the configured namespace
-			{"wild.example.com.", dns.TypeA}, // an empty non-terminal in a fallthrough zone
+			{"legacy.ops.", dns.TypeA},     // 1. a ServiceEntry has no short names
+			{"legacy.ops.svc.", dns.TypeA}, // 1.
+			{"db.", dns.TypeA},             // 1. bare names only for the configured namespace
 			{arpa("240.240.1.1"), dns.TypePTR},
 			{arpa("192.0.2.1"), dns.TypePTR},
 		},
 		wire: []test.Case{
-			// 7. ExternalName to an external name: the A record comes from the rest of the server (forward).
+			// 7. A chain that leaves the table ends as the rest of the server answers its last name
+			// (RFC 6604): here NXDOMAIN, with that server's SOA.
+			{Qname: "ext.bookinfo.svc.cluster.local.", Qtype: dns.TypeTXT, Authoritative: true, Rcode: dns.RcodeNameError,
+				Answer: []dns.RR{cname("ext.bookinfo.svc.cluster.local.", "www.example.org.")},
+				Ns:     []dns.RR{test.SOA(". 60 IN SOA upstream.test. hostmaster.upstream.test. 1 7200 1800 86400 60")}},
+			// ExternalName to an external name: the A record comes from the rest of the server (forward).
 			{Qname: "ext.bookinfo.svc.cluster.local.", Qtype: dns.TypeA, Authoritative: true, Answer: []dns.RR{
 				cname("ext.bookinfo.svc.cluster.local.", "www.example.org."), test.A("www.example.org. 60 IN A 192.0.2.80"),
 			}},
@@ -628,7 +653,7 @@ func TestServeDNSNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Entries alone do not make a source loaded: only Synced does.
-	m.sources[0].Replace([]table.Entry{{Host: "reviews.bookinfo.svc.cluster.local", Registry: table.Kubernetes, Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}}})
+	m.sources[0].Replace([]table.Entry{{Host: "reviews.bookinfo.svc.cluster.local", Registry: table.Kubernetes, Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}}}, nil)
 
 	before := counterValue(t, requests, "", "not_ready")
 	for _, q := range []question{{reviews, dns.TypeA}, {"nope.cluster.local.", dns.TypeA}, {"reviews.bookinfo.", dns.TypeA}} {

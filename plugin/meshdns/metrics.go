@@ -21,17 +21,19 @@ const (
 	resultFallthrough
 	resultNotReady
 	resultSharedNXDomain
+	resultRefused
+	resultServFail
 	resultCount
 )
 
-var resultNames = [resultCount]string{"hit", "shortcut", "wildcard", "nodata", "nxdomain", "fallthrough", "not_ready", "shared_nxdomain"}
+var resultNames = [resultCount]string{"hit", "shortcut", "wildcard", "nodata", "nxdomain", "fallthrough", "not_ready", "shared_nxdomain", "refused", "servfail"}
 
 var (
 	requests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "meshdns",
 		Name:      "requests_total",
-		Help:      "Queries meshdns handled, by result: hit, shortcut, wildcard, nodata, nxdomain, fallthrough, not_ready, shared_nxdomain.",
+		Help:      "Queries meshdns handled, by result: hit, shortcut, wildcard, nodata, nxdomain, fallthrough, not_ready, shared_nxdomain, refused, servfail.",
 	}, []string{"server", "result"})
 
 	entries = promauto.NewGaugeVec(prometheus.GaugeOpts{

@@ -3,6 +3,7 @@ package meshdns
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,6 +159,8 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	}
 	m.table = table.New(table.Config{Domain: o.domain, Namespace: o.namespace, Search: o.search, TTL: o.ttl})
 	m.domain = dns.Fqdn(o.domain)
+	m.versionName = "dns-version." + m.domain
+	m.listen = listenAddrs(cfg.ListenHosts)
 	if s := newSiblings(o.search); len(s.suffixes) > 0 {
 		m.siblings = s
 	}
@@ -241,6 +244,18 @@ func (m *MeshDNS) warnings() []string {
 	}
 	if !overlaps(m.domain, m.Zones) {
 		out = append(out, fmt.Sprintf("cluster domain %s is outside the plugin's zones %v: its names are never answered", m.domain, m.Zones))
+	}
+	return out
+}
+
+// listenAddrs returns the addresses the server listens on, leaving out the
+// unspecified ones (every address) and names.
+func listenAddrs(hosts []string) []netip.Addr {
+	var out []netip.Addr
+	for _, h := range hosts {
+		if a, err := netip.ParseAddr(h); err == nil && !a.IsUnspecified() {
+			out = append(out, a.Unmap())
+		}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package meshdns
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,22 +16,72 @@ type sink struct {
 	src    source.Source
 	table  *table.Table
 	synced atomic.Bool
+
+	mu sync.Mutex
+	// skipped is what was left out of the table and reported, by host and
+	// reason, with the error: a full state that still leaves it out, or an
+	// update that refuses it the same way again, is not reported again.
+	skipped map[string]map[string]string
 }
 
 func (m *MeshDNS) addSource(s source.Source) {
-	m.sources = append(m.sources, &sink{name: s.Name(), id: m.table.AddSource(s.Name()), src: s, table: m.table})
+	m.sources = append(m.sources, &sink{name: s.Name(), id: m.table.AddSource(s.Name()), src: s, table: m.table,
+		skipped: map[string]map[string]string{}})
 }
 
-func (s *sink) Replace(es []table.Entry) { s.record(s.table.Replace(s.id, es)) }
+func (s *sink) Replace(es []table.Entry, skipped []source.Rejection) {
+	res := s.table.Replace(s.id, es)
+	s.mu.Lock()
+	was := s.skipped
+	s.skipped = map[string]map[string]string{}
+	for _, r := range skipped {
+		s.skip(was, r.Object, r.Reason, r.Err)
+	}
+	for _, r := range res.Rejected {
+		s.skip(was, r.Host, r.Reason, r.Err)
+	}
+	s.mu.Unlock()
+	s.record(res)
+}
 
 func (s *sink) Apply(upserts []table.Entry, deletes []string) {
-	s.record(s.table.Apply(s.id, upserts, deletes))
+	res := s.table.Apply(s.id, upserts, deletes)
+	s.mu.Lock()
+	was := s.skipped
+	refused := map[string]bool{}
+	for _, r := range res.Rejected {
+		refused[r.Host] = true
+	}
+	// What is now served, or gone, is no longer skipped.
+	for _, e := range upserts {
+		if !refused[e.Host] {
+			delete(s.skipped, e.Host)
+		}
+	}
+	for _, h := range deletes {
+		delete(s.skipped, h)
+	}
+	for _, r := range res.Rejected {
+		s.skip(was, r.Host, r.Reason, r.Err)
+	}
+	s.mu.Unlock()
+	s.record(res)
+}
+
+// skip notes that host was left out for reason, and reports it unless was
+// already holds the same.
+func (s *sink) skip(was map[string]map[string]string, host, reason string, err error) {
+	msg := err.Error()
+	if was[host][reason] != msg {
+		s.Reject(host, reason, err)
+	}
+	if s.skipped[host] == nil {
+		s.skipped[host] = map[string]string{}
+	}
+	s.skipped[host][reason] = msg
 }
 
 func (s *sink) record(res table.Result) {
-	for _, r := range res.Rejected {
-		s.Reject(r.Host, r.Reason, r.Err)
-	}
 	for op, n := range map[string]int{"add": res.Added, "change": res.Changed, "delete": res.Deleted} {
 		if n > 0 {
 			updates.WithLabelValues(s.name, op).Add(float64(n))

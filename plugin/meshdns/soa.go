@@ -1,6 +1,8 @@
 package meshdns
 
 import (
+	"context"
+	"strings"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
@@ -65,4 +67,99 @@ func (m *MeshDNS) newSOA(apex string, serial uint32) *dns.SOA {
 		Expire:  86400,
 		Minttl:  m.ttl,
 	}
+}
+
+// apex returns qname when it is the apex of a zone meshdns writes the SOA
+// of in its negative answers, else "": such a zone's SOA and NS queries are
+// meshdns's to answer. The root is one only where unknown names stay here.
+func (m *MeshDNS) apex(qname string) string {
+	if _, ok := m.soas[qname]; !ok || (qname == "." && m.fallsThrough(qname)) {
+		return ""
+	}
+	return qname
+}
+
+// atApex answers a question for the apex of one of meshdns's zones.
+func (m *MeshDNS) atApex(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, apex string) (int, error) {
+	soa := m.soa(apex, apex)
+	var answer []dns.RR
+	switch r.Question[0].Qtype {
+	case dns.TypeSOA:
+		answer = soa
+	case dns.TypeNS:
+		answer = []dns.RR{m.ns(apex)}
+	case dns.TypeANY:
+		answer = []dns.RR{soa[0], m.ns(apex)}
+	default:
+		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, nil, soa)
+	}
+	return m.write(ctx, w, r, resultHit, dns.RcodeSuccess, answer, nil)
+}
+
+// ns is the apex's NS record: the name server named in its SOA.
+func (m *MeshDNS) ns(apex string) dns.RR {
+	return &dns.NS{Hdr: hdr(apex, dns.TypeNS, m.ttl), Ns: nsName(apex)}
+}
+
+func nsName(apex string) string {
+	if apex == "." {
+		return "ns.dns."
+	}
+	return "ns.dns." + apex
+}
+
+// nameServer reports whether qname is the name server of one of meshdns's
+// zones, "ns.dns.<apex>".
+func (m *MeshDNS) nameServer(qname string) bool {
+	apex, ok := strings.CutPrefix(qname, "ns.dns.")
+	if apex == "" {
+		apex = "."
+	}
+	return ok && m.apex(apex) != ""
+}
+
+// nameServerParent reports whether qname is "dns.<apex>", the empty
+// non-terminal above a name server's name.
+func (m *MeshDNS) nameServerParent(qname string) bool {
+	apex, ok := strings.CutPrefix(qname, "dns.")
+	if apex == "" {
+		apex = "."
+	}
+	return ok && m.apex(apex) != ""
+}
+
+// nsAddrs answers for a name server's name with the addresses the server
+// listens on (as the kubernetes plugin answers with its own), or NODATA
+// when it listens on every address and so has none of its own to give.
+func (m *MeshDNS) nsAddrs(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	q := r.Question[0]
+	var answer []dns.RR
+	for _, a := range m.listen {
+		switch {
+		case a.Is4() && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
+			answer = append(answer, &dns.A{Hdr: hdr(q.Name, dns.TypeA, m.ttl), A: a.AsSlice()})
+		case a.Is6() && (q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY):
+			answer = append(answer, &dns.AAAA{Hdr: hdr(q.Name, dns.TypeAAAA, m.ttl), AAAA: a.AsSlice()})
+		}
+	}
+	if len(answer) == 0 {
+		qname := strings.ToLower(q.Name)
+		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, nil, m.soa(qname, matchZone(m.Zones, qname)))
+	}
+	return m.write(ctx, w, r, resultHit, dns.RcodeSuccess, answer, nil)
+}
+
+// SchemaVersion is the version of the Kubernetes DNS-Based Service Discovery
+// specification meshdns implements, served at dns-version.<domain>.
+const SchemaVersion = "1.1.0"
+
+// version answers dns-version.<domain> (specification §2.2), with the TTL of
+// the specification's example: the record never changes.
+func (m *MeshDNS) version(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	q := r.Question[0]
+	if q.Qtype != dns.TypeTXT && q.Qtype != dns.TypeANY {
+		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, nil, m.soa(m.versionName, m.domain))
+	}
+	txt := &dns.TXT{Hdr: hdr(q.Name, dns.TypeTXT, 28800), Txt: []string{SchemaVersion}}
+	return m.write(ctx, w, r, resultHit, dns.RcodeSuccess, []dns.RR{txt}, nil)
 }

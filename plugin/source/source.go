@@ -12,12 +12,17 @@ import (
 // sink, which applies changes to the table and records metrics and logs.
 type Sink interface {
 	// Replace makes the source's entries exactly these (a full state).
-	Replace(entries []table.Entry)
+	// skipped is the input the source left out of it; like what the table
+	// refuses, each is logged and counted when it first appears, not again
+	// on every full state that still has it.
+	Replace(entries []table.Entry, skipped []Rejection)
 	// Apply changes some entries and deletes others (an incremental update).
 	// An entry equal to the one the source has, or a host it does not have
 	// to delete, changes nothing: sources need not track what they sent.
 	Apply(upserts []table.Entry, deletes []string)
-	// Reject reports input the source skipped: reason is a metric label.
+	// Reject reports input the source skipped outside a full state (an
+	// unreadable file, an object event): reason is a metric label. Sources
+	// report a lasting fault once, when it starts.
 	Reject(object, reason string, err error)
 	// Synced marks the source as loaded once; until every source is, meshdns
 	// answers SERVFAIL and is not ready.

@@ -101,7 +101,13 @@ var (
 	ErrPort     = errors.New("invalid_port")
 	ErrTarget   = errors.New("invalid_target")
 	ErrEndpoint = errors.New("invalid_endpoint")
+	ErrLoop     = errors.New("cname_loop")
+	ErrDepth    = errors.New("cname_depth")
 )
+
+// maxName is the longest name, in presentation form without the final dot,
+// whose wire form fits in 255 octets (RFC 1035 §2.3.4).
+const maxName = 253
 
 // A Record keeps the length of its address records' wire form in a uint32
 // and its port count in a uint16: Normalize rejects entries past these limits
@@ -114,7 +120,7 @@ const (
 
 // Reason returns the metric label for an error returned by Normalize.
 func Reason(err error) string {
-	for _, e := range []error{ErrHost, ErrAddress, ErrPort, ErrTarget, ErrEndpoint} {
+	for _, e := range []error{ErrHost, ErrAddress, ErrPort, ErrTarget, ErrEndpoint, ErrLoop, ErrDepth} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}
@@ -135,6 +141,9 @@ func Normalize(e Entry) (Entry, error) {
 		t, err := normalizeName(e.Target, false)
 		if err != nil {
 			return e, fmt.Errorf("%w: %s: target %q: %v", ErrTarget, host, e.Target, err)
+		}
+		if strings.HasPrefix(host, "*.") {
+			return e, fmt.Errorf("%w: %s: a wildcard host cannot have a target", ErrTarget, host)
 		}
 		e.Target = t
 	}
@@ -163,7 +172,8 @@ func Normalize(e Entry) (Entry, error) {
 		return e, fmt.Errorf("%w: %s: %d ports, more than %d", ErrPort, host, len(e.Ports), maxPorts)
 	}
 	for _, p := range e.Ports {
-		if p.Number == 0 || p.Protocol > SCTP || (p.Name != "" && !isLabel(p.Name)) {
+		// The name is asked for as the label "_<name>", at most 63 octets.
+		if p.Number == 0 || p.Protocol > SCTP || (p.Name != "" && (!isLabel(p.Name) || len(p.Name) > 62)) {
 			return e, fmt.Errorf("%w: %s: port %q %d", ErrPort, host, p.Name, p.Number)
 		}
 	}
@@ -181,6 +191,34 @@ func Normalize(e Entry) (Entry, error) {
 	return e, nil
 }
 
+// longEndpoints leaves out the endpoints whose names ("<hostname>.<host>")
+// would be longer than maxName: such a name can be neither asked for nor
+// written in an SRV or PTR answer. Their addresses still answer for the host.
+// The error names the first of them and counts the rest.
+func longEndpoints(e Entry) (Entry, error) {
+	var kept []Endpoint
+	first, n := "", 0
+	for i, ep := range e.Endpoints {
+		label := endpointLabel(ep)
+		if len(label)+1+len(e.Host) <= maxName {
+			if n > 0 {
+				kept = append(kept, ep)
+			}
+			continue
+		}
+		if n == 0 {
+			// Copy: the caller's slice is not ours to change.
+			kept, first = slices.Clone(e.Endpoints[:i]), label+"."+e.Host
+		}
+		n++
+	}
+	if n == 0 {
+		return e, nil
+	}
+	e.Endpoints = kept
+	return e, fmt.Errorf("%w: %s: %d endpoint names longer than %d characters, the first %s", ErrEndpoint, e.Host, n, maxName, first)
+}
+
 func usableAddr(a netip.Addr) bool {
 	return a.IsValid() && a.Zone() == "" && !a.IsUnspecified()
 }
@@ -193,8 +231,8 @@ func normalizeName(s string, wildcard bool) (string, error) {
 	if s == "" {
 		return "", errors.New("empty name")
 	}
-	if len(s) > 253 {
-		return "", fmt.Errorf("longer than 253 characters")
+	if len(s) > maxName {
+		return "", fmt.Errorf("longer than %d characters", maxName)
 	}
 	rest := s
 	if strings.HasPrefix(s, "*.") {

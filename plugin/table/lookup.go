@@ -2,6 +2,7 @@ package table
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"unsafe"
 )
@@ -55,6 +56,9 @@ func (t *Table) Lookup(qname string) Match {
 	}
 	if m := t.srv(name); m.Kind != Miss {
 		return m
+	}
+	if t.protoParent(name) {
+		return Match{Kind: Empty}
 	}
 	if r := t.wildcard(name); r != nil {
 		return Match{Kind: Wildcard, Record: r}
@@ -128,7 +132,22 @@ func (t *Table) exact(name string) *Record {
 // "name" to the Kubernetes host "name.ns.svc.<domain>".
 func (t *Table) short(name string) *Record {
 	var buf [256]byte
-	key := append(buf[:0], name...)
+	key := t.shortKey(buf[:0], name)
+	if key == nil {
+		return nil
+	}
+	// The key lives on the stack only for the duration of the map read.
+	r, ok := t.names.get(unsafe.String(&key[0], len(key)))
+	if !ok || r.shortName == 0 {
+		return nil
+	}
+	return r
+}
+
+// shortKey appends to buf the Kubernetes host that name is a short form of,
+// or returns nil if it is none or the host would not fit in buf.
+func (t *Table) shortKey(buf []byte, name string) []byte {
+	key := append(buf, name...)
 	switch strings.Count(name, ".") {
 	case 0:
 		if t.cfg.Namespace == "" {
@@ -145,15 +164,10 @@ func (t *Table) short(name string) *Record {
 	default:
 		return nil
 	}
-	if len(key) > len(buf) {
+	if len(key) > cap(buf) {
 		return nil
 	}
-	// The key lives on the stack only for the duration of the map read.
-	r, ok := t.names.get(unsafe.String(&key[0], len(key)))
-	if !ok || r.shortName == 0 {
-		return nil
-	}
-	return r
+	return key
 }
 
 // wildcard finds the most specific "*.suffix" host that covers name.
@@ -179,6 +193,16 @@ func (t *Table) wildcard(name string) *Record {
 	}
 }
 
+// Covering finds the most specific wildcard that covers the names below
+// parent (lower case, no trailing dot), for a query name whose first labels
+// no table name can have.
+func (t *Table) Covering(parent string) Match {
+	if r := t.wildcard("*." + parent); r != nil {
+		return Match{Kind: Wildcard, Record: r}
+	}
+	return Match{}
+}
+
 // srv resolves "_port._proto.<name>" when name is served exactly and has a
 // matching port.
 func (t *Table) srv(name string) Match {
@@ -193,8 +217,9 @@ func (t *Table) srv(name string) Match {
 	if !ok {
 		return Match{}
 	}
+	// An ExternalName host owns its CNAME and nothing else (RFC 2181 §10.1).
 	r := t.exact(host)
-	if r == nil {
+	if r == nil || r.Target() != "" {
 		return Match{}
 	}
 	m := Match{Kind: Hit, Record: r, SRV: len(name) - len(host), Port: port[1:], Proto: proto[1:]}
@@ -206,14 +231,93 @@ func (t *Table) srv(name string) Match {
 	return Match{}
 }
 
-// Selects reports whether an SRV query selects port p.
+// protoParent reports whether name is "_proto.<name>", the parent of the SRV
+// names "_port._proto.<name>" of a served name with a named port of that
+// protocol: an empty non-terminal.
+func (t *Table) protoParent(name string) bool {
+	if len(name) < 2 || name[0] != '_' {
+		return false
+	}
+	proto, host, ok := strings.Cut(name[1:], ".")
+	if !ok {
+		return false
+	}
+	r := t.exact(host)
+	if r == nil || r.Target() != "" {
+		return false
+	}
+	for _, p := range r.Ports() {
+		if p.Name != "" && p.Protocol.String() == proto {
+			return true
+		}
+	}
+	return false
+}
+
+// Selects reports whether an SRV query selects port p. An SRV name selects
+// a named port; the host's own SRV query has every port.
 func (m Match) Selects(p Port) bool {
-	return m.SRV == 0 || (p.Name == m.Port && p.Protocol.String() == m.Proto)
+	return m.SRV == 0 || (p.Name != "" && p.Name == m.Port && p.Protocol.String() == m.Proto)
 }
 
 // PTR returns the names that own addr.
 func (t *Table) PTR(addr netip.Addr) []string {
 	return t.ptr.owners(addr, nil)
+}
+
+// ReverseParent reports whether name (lower case) is a reverse name above a
+// served address, such as "1.96.10.in-addr.arpa.": an empty non-terminal.
+func (t *Table) ReverseParent(name string) bool {
+	p, ok := ParseReverseParent(name)
+	if !ok {
+		return false
+	}
+	n, _ := t.reverse.get(p)
+	return n > 0
+}
+
+// ParseReverseParent turns a reverse name above an address, with one to three
+// labels in in-addr.arpa or one to 31 nibbles in ip6.arpa, into the prefix it
+// stands for.
+func ParseReverseParent(name string) (netip.Prefix, bool) {
+	name = strings.TrimSuffix(name, ".")
+	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa"); ok {
+		labels := strings.Split(rest, ".")
+		if len(labels) > 3 {
+			return netip.Prefix{}, false
+		}
+		var ip [4]byte
+		for i, l := range labels {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 0 || n > 255 || strconv.Itoa(n) != l {
+				return netip.Prefix{}, false
+			}
+			ip[len(labels)-1-i] = byte(n)
+		}
+		return netip.PrefixFrom(netip.AddrFrom4(ip), 8*len(labels)), true
+	}
+	if rest, ok := strings.CutSuffix(name, ".ip6.arpa"); ok {
+		nibbles := strings.Split(rest, ".")
+		if len(nibbles) > 31 {
+			return netip.Prefix{}, false
+		}
+		var ip [16]byte
+		for i, l := range nibbles {
+			v, err := strconv.ParseUint(l, 16, 4)
+			if err != nil || len(l) != 1 {
+				return netip.Prefix{}, false
+			}
+			// Nibble k from the most significant end is the (n-1-i)th label.
+			k := len(nibbles) - 1 - i
+			if k%2 == 0 {
+				ip[k/2] |= byte(v) << 4
+			} else {
+				ip[k/2] |= byte(v)
+			}
+		}
+		return netip.PrefixFrom(netip.AddrFrom16(ip), 4*len(nibbles)), true
+	}
+	return netip.Prefix{}, false
 }
 
 // ParseReverse turns an in-addr.arpa or ip6.arpa name (lower case, with or

@@ -222,10 +222,7 @@ func (t *Table) endpointRecords(src SourceID, owner string, eps []Endpoint) ([]*
 	}
 	addrs := map[string][]netip.Addr{}
 	for _, ep := range eps {
-		label := ep.Hostname
-		if label == "" {
-			label = dashed(ep.Addr)
-		}
+		label := endpointLabel(ep)
 		addrs[label] = append(addrs[label], ep.Addr)
 	}
 	byLabel := make(map[string]*Record, len(addrs))
@@ -241,13 +238,27 @@ func (t *Table) endpointRecords(src SourceID, owner string, eps []Endpoint) ([]*
 	return names, byLabel
 }
 
+// endpointLabel is the first label of an endpoint's name.
+func endpointLabel(ep Endpoint) string {
+	if ep.Hostname != "" {
+		return ep.Hostname
+	}
+	return dashed(ep.Addr)
+}
+
 // dashed is the CoreDNS kubernetes plugin's name for an endpoint without a
-// hostname: 10.0.0.1 -> "10-0-0-1", 2001:db8::1 -> "2001-db8--1".
+// hostname: 10.0.0.1 -> "10-0-0-1", 2001:db8::1 -> "2001-db8--1",
+// fd00:: -> "fd00--0".
 func dashed(a netip.Addr) string {
 	if a.Is4() {
 		return strings.ReplaceAll(a.String(), ".", "-")
 	}
-	return strings.ReplaceAll(a.String(), ":", "-")
+	// "fd00::" would end in a hyphen; the kubernetes plugin adds a zero.
+	d := strings.ReplaceAll(a.String(), ":", "-")
+	if strings.HasSuffix(d, "-") {
+		d += "0"
+	}
+	return d
 }
 
 // newRecord makes the Record of name+suffix and precomputes its address

@@ -41,6 +41,10 @@ type Table struct {
 	wild  *recordMap               // wildcard hosts by the suffix after "*."
 	ptr   *addrIndex               // address -> owners
 	ents  *shardMap[string, int32] // empty non-terminals -> reference count
+	// reverse counts the served addresses under each prefix a reverse name
+	// above an address stands for (IPv4 /8, /16, /24; IPv6 every nibble):
+	// those names are empty non-terminals.
+	reverse *shardMap[netip.Prefix, int32]
 
 	// wildMaxLabels is the most labels of any wildcard suffix ever added (0:
 	// none), so a lookup skips suffixes too deep to match.
@@ -74,6 +78,7 @@ func New(cfg Config) *Table {
 		wild:       newRecordMap(),
 		ptr:        newAddrIndex(),
 		ents:       newShardMap[string, int32](),
+		reverse:    newShardMap[netip.Prefix, int32](),
 		shadow:     map[string][]*Record{},
 	}
 	for _, s := range cfg.Search {
@@ -148,7 +153,7 @@ func (t *Table) Apply(src SourceID, upserts []Entry, deletes []string) Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	w := t.begin(len(upserts))
-	for _, e := range upserts {
+	for _, e := range w.orderChains(upserts) {
 		w.upsert(src, e)
 	}
 	for _, h := range deletes {
@@ -166,7 +171,7 @@ func (t *Table) Replace(src SourceID, entries []Entry) Result {
 	defer t.mu.Unlock()
 	old := t.hostsOf(src)
 	w := t.begin(len(entries))
-	for _, e := range entries {
+	for _, e := range w.orderChains(entries) {
 		if h := w.upsert(src, e); h != "" {
 			delete(old, h)
 		}
@@ -219,14 +224,17 @@ type writer struct {
 	ptr   *addrIndex
 	ents  *batch[string, int32]
 	// entDelta collects reference count changes by parent name.
-	entDelta       map[string]int32
+	entDelta map[string]int32
+	// reverseDelta collects changes to the counts of reverse by address:
+	// a replaced record's addresses are mostly its successor's.
+	reverseDelta   map[netip.Addr]int32
 	oldPTR, newPTR []ptrPair // scratch for reindexPTR
 	res            Result
 }
 
 func (t *Table) begin(size int) *writer {
 	w := &writer{t: t, names: t.names, wild: t.wild, ptr: t.ptr, ents: t.ents.begin(),
-		entDelta: map[string]int32{}}
+		entDelta: map[string]int32{}, reverseDelta: map[netip.Addr]int32{}}
 	// A bulk load fills empty shards: make them the right size at once.
 	w.names.hint, w.ptr.hint = size/shardCount, size/shardCount
 	return w
@@ -242,6 +250,23 @@ func (w *writer) commit() {
 				w.ents.set(name, n)
 			}
 		}
+	}
+	if len(w.reverseDelta) > 0 {
+		rev := w.t.reverse.begin()
+		for a, d := range w.reverseDelta {
+			if d == 0 {
+				continue
+			}
+			for _, p := range reversePrefixes(a) {
+				n, _ := rev.get(p)
+				if n += d; n <= 0 {
+					rev.del(p)
+				} else {
+					rev.set(p, n)
+				}
+			}
+		}
+		rev.commit()
 	}
 	w.names.commit()
 	w.wild.commit()
@@ -289,9 +314,14 @@ func (w *writer) upsert(src SourceID, e Entry) string {
 		w.res.reject(e.Host, err)
 		return ""
 	}
-	// A ServiceEntry host with nothing to answer is left to upstream DNS, as
-	// Istio does; a Kubernetes host stays a known name (NODATA).
-	if e.Registry == External && len(e.Addrs) == 0 && e.Target == "" && len(e.Endpoints) == 0 {
+	e, err = longEndpoints(e)
+	if err != nil {
+		w.res.reject(e.Host, err)
+	}
+	// A host with nothing to answer is not served: a ServiceEntry host is
+	// left to upstream DNS, as Istio does, and a headless Service without
+	// ready endpoints is NXDOMAIN, as the Kubernetes DNS specification says.
+	if len(e.Addrs) == 0 && e.Target == "" && len(e.Endpoints) == 0 {
 		w.remove(src, e.Host)
 		return e.Host
 	}
@@ -300,13 +330,20 @@ func (w *writer) upsert(src SourceID, e Entry) string {
 		w.res.Unchanged++
 		return e.Host
 	}
+	r := w.t.build(src, e)
+	if winner == nil || src <= winner.source {
+		if err := w.checkChain(r); err != nil {
+			w.res.reject(e.Host, err)
+			return ""
+		}
+	}
 	if cur == nil {
 		w.res.Added++
 		w.t.sources[src].entries++
 	} else {
 		w.res.Changed++
 	}
-	w.put(w.t.build(src, e), winner)
+	w.put(r, winner)
 	return e.Host
 }
 
@@ -348,6 +385,12 @@ func (w *writer) remove(src SourceID, host string) {
 	}
 	if next != nil {
 		w.dropShadow(host, next.source)
+		if err := w.checkChain(next); err != nil {
+			// Refused as if its source had sent it now.
+			w.t.sources[next.source].entries--
+			w.res.reject(host, err)
+			next = nil
+		}
 	}
 	b, key := w.served(host)
 	w.publish(b, key, cur, next)
@@ -442,10 +485,27 @@ func (w *writer) reindexPTR(prev, next *Record) {
 	w.newPTR = appendPTR(w.newPTR[:0], next)
 	for _, p := range w.oldPTR {
 		w.ptr.del(p.addr, p.rec.owner())
+		w.reverseDelta[p.addr]--
 	}
 	for _, p := range w.newPTR {
 		w.ptr.add(p.addr, p.rec)
+		w.reverseDelta[p.addr]++
 	}
+}
+
+// reversePrefixes are the prefixes of a that reverse names above it stand
+// for: the /8, /16 and /24 of an IPv4 address, every nibble of an IPv6 one.
+func reversePrefixes(a netip.Addr) []netip.Prefix {
+	step, top := 8, 32
+	if a.Is6() {
+		step, top = 4, 128
+	}
+	out := make([]netip.Prefix, 0, top/step-1)
+	for bits := step; bits < top; bits += step {
+		p, _ := a.Prefix(bits)
+		out = append(out, p)
+	}
+	return out
 }
 
 // shortNameLen returns len("<name>.<ns>") when host is

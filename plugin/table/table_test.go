@@ -336,16 +336,22 @@ func TestReplaceAppliesOnlyDifferences(t *testing.T) {
 	}
 }
 
-func TestExternalWithoutAddressIsNotServed(t *testing.T) {
+// A ServiceEntry host with nothing to answer is left to upstream DNS (as in
+// Istio), a headless Service without ready endpoints is NXDOMAIN (Kubernetes
+// DNS specification §2.4.1): neither is served.
+func TestHostWithNothingToAnswerIsNotServed(t *testing.T) {
 	tb := New(Config{Domain: "cluster.local", TTL: 30})
 	src := tb.AddSource("s")
-	tb.Apply(src, []Entry{{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}}, {Host: "k.ns.svc.cluster.local", Registry: Kubernetes}}, nil)
-	res := tb.Apply(src, []Entry{{Host: "a.example.com"}}, nil)
-	if res.Deleted != 1 || tb.Lookup("a.example.com.").Kind != Miss {
-		t.Fatalf("External entry without addresses still served: %+v", res)
+	tb.Apply(src, []Entry{{Host: "a.example.com", Addrs: []netip.Addr{ip("1.1.1.1")}},
+		{Host: "k.ns.svc.cluster.local", Registry: Kubernetes, Addrs: []netip.Addr{ip("10.0.0.1")}, Endpoints: []Endpoint{{Hostname: "k-0", Addr: ip("10.0.0.1")}}}}, nil)
+	res := tb.Apply(src, []Entry{{Host: "a.example.com"}, {Host: "k.ns.svc.cluster.local", Registry: Kubernetes, Ports: []Port{{Name: "http", Number: 80}}}}, nil)
+	if res.Deleted != 2 {
+		t.Fatalf("%+v", res)
 	}
-	if m := tb.Lookup("k.ns.svc.cluster.local."); m.Kind != Hit || len(m.Record.A()) != 0 {
-		t.Fatalf("Kubernetes entry without addresses must stay a known name: %+v", m)
+	for _, q := range []string{"a.example.com.", "k.ns.svc.cluster.local.", "k-0.k.ns.svc.cluster.local.", "_http._tcp.k.ns.svc.cluster.local.", "ns.svc.cluster.local."} {
+		if m := tb.Lookup(q); m.Kind != Miss {
+			t.Errorf("%s: %+v", q, m)
+		}
 	}
 }
 
@@ -412,4 +418,134 @@ func TestNameCount(t *testing.T) {
 	if got := tb.Stats()[src].Names; got != 3*4+6+3+2 {
 		t.Fatalf("names = %d", got)
 	}
+}
+
+// A CNAME chain that loops or runs deeper than MaxChain never enters the
+// table: in a batch, every entry on a circle and the heads of chains that
+// are too long are refused; across batches, the entry that would close a
+// circle or lengthen its own chain past the bound.
+func TestChains(t *testing.T) {
+	cn := func(host, target string) Entry { return Entry{Host: host, Registry: Kubernetes, Target: target} }
+	chain := func(n int) []Entry { // c1 -> c2 -> ... -> cn -> end
+		var es []Entry
+		for i := 1; i <= n; i++ {
+			next := fmt.Sprintf("c%d.ns.svc.cluster.local", i+1)
+			if i == n {
+				next = "end.ns.svc.cluster.local"
+			}
+			es = append(es, cn(fmt.Sprintf("c%d.ns.svc.cluster.local", i), next))
+		}
+		return es
+	}
+	end := Entry{Host: "end.ns.svc.cluster.local", Registry: Kubernetes, Addrs: []netip.Addr{ip("10.0.0.1")}}
+	tests := []struct {
+		name     string
+		batches  [][]Entry
+		rejected map[string]string // host -> reason, over all batches
+		served   []string
+	}{
+		{"a circle of two in one batch", [][]Entry{{cn("a.example", "b.example"), cn("b.example", "a.example")}},
+			map[string]string{"a.example": "cname_loop", "b.example": "cname_loop"}, nil},
+		{"a host naming itself", [][]Entry{{cn("a.example", "A.Example.")}},
+			map[string]string{"a.example": "cname_loop"}, nil},
+		{"a circle through a short name", [][]Entry{{cn("a.ns.svc.cluster.local", "b.ns"), cn("b.ns.svc.cluster.local", "a.ns.svc")}},
+			map[string]string{"a.ns.svc.cluster.local": "cname_loop", "b.ns.svc.cluster.local": "cname_loop"}, nil},
+		{"a chain into a circle ends at it", [][]Entry{{cn("c.example", "a.example"), cn("a.example", "b.example"), cn("b.example", "a.example")}},
+			map[string]string{"a.example": "cname_loop", "b.example": "cname_loop"}, []string{"c.example"}},
+		{"a circle closed by a later batch", [][]Entry{{cn("a.example", "b.example")}, {cn("b.example", "a.example")}},
+			map[string]string{"b.example": "cname_loop"}, []string{"a.example"}},
+		{"eight CNAMEs are served", [][]Entry{append(chain(8), end)}, nil, []string{"c1.ns.svc.cluster.local", "c8.ns.svc.cluster.local"}},
+		{"nine: the head is refused", [][]Entry{append(chain(9), end)},
+			map[string]string{"c1.ns.svc.cluster.local": "cname_depth"}, []string{"c2.ns.svc.cluster.local", "c9.ns.svc.cluster.local"}},
+		{"nine, head added last", [][]Entry{append(chain(9)[1:], end), chain(9)[:1]},
+			map[string]string{"c1.ns.svc.cluster.local": "cname_depth"}, []string{"c2.ns.svc.cluster.local"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := New(Config{Domain: "cluster.local", TTL: 30})
+			src := tb.AddSource("s")
+			got := map[string]string{}
+			for _, b := range tc.batches {
+				for _, r := range tb.Apply(src, b, nil).Rejected {
+					got[r.Host] = r.Reason
+				}
+			}
+			if len(got) != len(tc.rejected) {
+				t.Errorf("rejected %v, want %v", got, tc.rejected)
+			}
+			for h, reason := range tc.rejected {
+				if got[h] != reason {
+					t.Errorf("%s: rejected %q, want %q", h, got[h], reason)
+				}
+				if m := tb.Lookup(h + "."); m.Kind != Miss {
+					t.Errorf("%s served: %+v", h, m)
+				}
+			}
+			for _, h := range tc.served {
+				if m := tb.Lookup(h + "."); m.Kind != Hit {
+					t.Errorf("%s not served: %+v", h, m)
+				}
+			}
+		})
+	}
+}
+
+// A source that wins a host back may not close a circle with it either.
+func TestChainOnPromotion(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30})
+	first, second := tb.AddSource("first"), tb.AddSource("second")
+	tb.Apply(second, []Entry{{Host: "b.example", Target: "a.example"}}, nil)
+	tb.Apply(first, []Entry{{Host: "b.example", Addrs: []netip.Addr{ip("10.0.0.1")}}, {Host: "a.example", Target: "b.example"}}, nil)
+	res := tb.Apply(first, nil, []string{"b.example"})
+	if len(res.Rejected) != 1 || res.Rejected[0].Reason != "cname_loop" || tb.Lookup("b.example.").Kind != Miss {
+		t.Fatalf("%+v, b.example %+v", res, tb.Lookup("b.example."))
+	}
+	if tb.Lookup("a.example.").Kind != Hit {
+		t.Fatal("a.example lost")
+	}
+}
+
+// The reverse names above a served address exist, as empty non-terminals,
+// until the last address under them goes.
+func TestReverseParent(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30})
+	src := tb.AddSource("s")
+	tb.Apply(src, []Entry{
+		{Host: "a.example", Addrs: []netip.Addr{ip("10.96.1.30"), ip("fd00:10:96::20")}},
+		{Host: "b.example", Addrs: []netip.Addr{ip("10.96.1.30")}},
+	}, nil)
+	v6 := "0.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa."
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"1.96.10.in-addr.arpa.", true},
+		{"96.10.in-addr.arpa", true},
+		{"10.in-addr.arpa.", true},
+		{"2.96.10.in-addr.arpa.", false},
+		{"11.in-addr.arpa.", false},
+		{"in-addr.arpa.", false},
+		{"30.1.96.10.in-addr.arpa.", false}, // the address itself: a PTR name
+		{"01.96.10.in-addr.arpa.", false},
+		{v6[2:], true},
+		{v6[len(v6)-len("d.f.ip6.arpa."):], true},
+		{"f.ip6.arpa.", true},
+		{"e.ip6.arpa.", false},
+		{"x.f.ip6.arpa.", false},
+	}
+	check := func(b bool) {
+		t.Helper()
+		for _, tc := range tests {
+			if got := tb.ReverseParent(tc.name); got != (tc.want && b) {
+				t.Errorf("ReverseParent(%q) = %v, want %v", tc.name, got, tc.want && b)
+			}
+		}
+	}
+	check(true)
+	tb.Apply(src, nil, []string{"a.example"})
+	if !tb.ReverseParent("1.96.10.in-addr.arpa.") || tb.ReverseParent("f.ip6.arpa.") {
+		t.Error("b.example still has 10.96.1.30; nobody has fd00:10:96::20")
+	}
+	tb.Apply(src, nil, []string{"b.example"})
+	check(false)
 }

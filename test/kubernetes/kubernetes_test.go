@@ -64,9 +64,10 @@ func TestKubernetesSource(t *testing.T) {
 		expect(t, mesh.Addr, "mysql-1.mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.2")
 		expect(t, scoped.Addr, "mysql-1.mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.2")
 
-		// Without endpoints it is still a known name: NODATA, not NXDOMAIN.
+		// Without ready endpoints it has no records: NXDOMAIN (Kubernetes DNS
+		// specification §2.4.1).
 		a.UpdateSlice(endpointSlice("db", "mysql-x", "mysql"))
-		expect(t, mesh.Addr, "mysql.db.svc.cluster.local", dns.TypeA, "NODATA")
+		expect(t, mesh.Addr, "mysql.db.svc.cluster.local", dns.TypeA, "NXDOMAIN")
 	})
 
 	t.Run("publishNotReadyAddresses", func(t *testing.T) {

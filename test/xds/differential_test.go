@@ -123,15 +123,6 @@ var deliberateDifferences = []deliberate{
 			"The kubernetes source serves its AAAA, and NODATA for A.",
 	},
 	{
-		what: "headless Service without ready endpoints",
-		match: func(m *mesh, d difference) bool {
-			n, headless := m.headlessReady[d.host]
-			return headless && n == 0 && d.xds == "NXDOMAIN"
-		},
-		reason: "istiod leaves out a host without addresses; the kubernetes source keeps a Service host a known name and answers NODATA " +
-			"(docs/kubernetes.md), as Kubernetes DNS does.",
-	},
-	{
 		what: "headless Service without ports",
 		match: func(m *mesh, d difference) bool {
 			for _, h := range []string{d.host, parentHost(d.host)} {

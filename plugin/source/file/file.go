@@ -200,7 +200,7 @@ func (s *Source) Start(ctx context.Context, sink source.Sink) error {
 	}
 	entries, bad, sum := s.checked, s.checkedBad, s.checkedSum
 	s.checked, s.checkedBad = nil, nil
-	replace(sink, entries, bad)
+	sink.Replace(entries, bad)
 	sink.Up(true)
 	sink.Synced()
 	if s.Reload <= 0 {
@@ -208,13 +208,6 @@ func (s *Source) Start(ctx context.Context, sink source.Sink) error {
 	}
 	go s.watch(ctx, sink, sum)
 	return nil
-}
-
-func replace(sink source.Sink, entries []table.Entry, bad []source.Rejection) {
-	for _, r := range bad {
-		sink.Reject(r.Object, r.Reason, r.Err)
-	}
-	sink.Replace(entries)
 }
 
 func (s *Source) watch(ctx context.Context, sink source.Sink, sum [sha256.Size]byte) {
@@ -264,6 +257,6 @@ func (s *Source) watch(ctx context.Context, sink source.Sink, sum [sha256.Size]b
 			sink.Reject(s.Path, "parse", err)
 			continue
 		}
-		replace(sink, entries, bad)
+		sink.Replace(entries, bad)
 	}
 }

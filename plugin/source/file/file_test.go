@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
@@ -118,9 +119,12 @@ type recorder struct {
 	up       []bool
 }
 
-func (r *recorder) Replace(es []table.Entry) {
+func (r *recorder) Replace(es []table.Entry, skipped []source.Rejection) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for _, s := range skipped {
+		r.rejected = append(r.rejected, s.Reason)
+	}
 	r.replaced = append(r.replaced, es)
 }
 func (r *recorder) Apply([]table.Entry, []string) { panic("file source only replaces") }

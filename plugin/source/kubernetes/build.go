@@ -46,6 +46,7 @@ func serviceToEntry(s *service, domain string, eps []*endpointSlice) table.Entry
 		return e
 	}
 	e.Addrs = nil
+	e.Ports = endpointPorts(e.Ports, eps)
 	for _, sl := range eps {
 		for _, ep := range sl.endpoints {
 			if ep.ready || rare.notReady {
@@ -61,6 +62,37 @@ func serviceToEntry(s *service, domain string, eps []*endpointSlice) table.Entry
 	e.Endpoints = slices.Compact(e.Endpoints)
 	e.Addrs = sortAddrs(e.Addrs)
 	return e
+}
+
+// endpointPorts gives a headless Service's ports the numbers its endpoints
+// listen on, found by name and protocol in its EndpointSlices: an SRV record
+// gives the port on its target (RFC 2782), and a headless Service's targets
+// are its pods, not a virtual IP that maps its port to theirs. A port no
+// slice lists keeps the Service's number.
+func endpointPorts(svc []table.Port, eps []*endpointSlice) []table.Port {
+	var out []table.Port
+	for i, p := range svc {
+		n := p.Number
+		for _, sl := range eps {
+			if sl.ports == nil {
+				continue
+			}
+			if j := slices.IndexFunc(*sl.ports, func(q table.Port) bool { return q.Name == p.Name && q.Protocol == p.Protocol }); j >= 0 {
+				n = (*sl.ports)[j].Number
+				break
+			}
+		}
+		if n != p.Number && out == nil {
+			out = slices.Clone(svc) // the Service's list is shared
+		}
+		if out != nil {
+			out[i].Number = n
+		}
+	}
+	if out == nil {
+		return svc
+	}
+	return out
 }
 
 // pickNamespace keeps the ServiceEntries of one namespace for a host: the

@@ -151,3 +151,18 @@ func equalEntry(a, b table.Entry) bool {
 	return a.Host == b.Host && a.Registry == b.Registry && a.Target == b.Target &&
 		slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.Ports, b.Ports) && slices.Equal(a.Endpoints, b.Endpoints)
 }
+
+// A headless Service's SRV records give the port its endpoints listen on,
+// matched by name and protocol; the Service's shared list is left alone.
+func TestEndpointPorts(t *testing.T) {
+	svcPorts := []table.Port{{Name: "web", Number: 80}, {Name: "dns", Number: 53, Protocol: table.UDP}, {Name: "admin", Number: 9000}}
+	slicePorts := []table.Port{{Name: "web", Number: 8080}, {Name: "dns", Number: 5353, Protocol: table.TCP}}
+	got := endpointPorts(svcPorts, []*endpointSlice{{}, {ports: &slicePorts}})
+	want := []table.Port{{Name: "web", Number: 8080}, {Name: "dns", Number: 53, Protocol: table.UDP}, {Name: "admin", Number: 9000}}
+	if !slices.Equal(got, want) || svcPorts[0].Number != 80 {
+		t.Errorf("got %v, want %v; the Service's list is now %v", got, want, svcPorts)
+	}
+	if same := endpointPorts(svcPorts, nil); &same[0] != &svcPorts[0] {
+		t.Error("a list without changes was copied")
+	}
+}

@@ -115,6 +115,9 @@ type endpointSlice struct {
 	ns, name, version string
 	service           string // "ns/name" of the Service it belongs to
 	endpoints         []endpoint
+	// ports are the ports on the endpoints (the Service's target ports),
+	// which a headless Service's SRV records give; shared (intern.go).
+	ports *[]table.Port
 }
 
 // serviceEntry is what the table needs from a ServiceEntry.
@@ -228,6 +231,25 @@ func convertEndpointSlice(s *discoveryv1.EndpointSlice) (*endpointSlice, error) 
 		return nil, nil
 	}
 	out := &endpointSlice{ns: s.Namespace, name: s.Name, version: s.ResourceVersion, service: s.Namespace + "/" + svc}
+	var ps []table.Port
+	for _, p := range s.Ports {
+		if p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
+			continue
+		}
+		proto := table.TCP
+		if p.Protocol != nil {
+			var err error
+			if proto, err = table.ParseProtocol(string(*p.Protocol)); err != nil {
+				continue // a protocol DNS has no name for
+			}
+		}
+		name := ""
+		if p.Name != nil {
+			name = strings.ToLower(*p.Name)
+		}
+		ps = append(ps, table.Port{Name: name, Number: uint16(*p.Port), Protocol: proto})
+	}
+	out.ports = ports.intern(ps)
 	for _, ep := range s.Endpoints {
 		// A nil ready condition means ready (discovery/v1 API docs).
 		ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
@@ -18,11 +19,11 @@ type tableSink struct {
 	id table.SourceID
 }
 
-func (s tableSink) Replace(es []table.Entry)                { s.t.Replace(s.id, es) }
-func (s tableSink) Apply(u []table.Entry, d []string)       { s.t.Apply(s.id, u, d) }
-func (s tableSink) Reject(object, reason string, err error) {}
-func (s tableSink) Synced()                                 {}
-func (s tableSink) Up(bool)                                 {}
+func (s tableSink) Replace(es []table.Entry, _ []source.Rejection) { s.t.Replace(s.id, es) }
+func (s tableSink) Apply(u []table.Entry, d []string)              { s.t.Apply(s.id, u, d) }
+func (s tableSink) Reject(object, reason string, err error)        {}
+func (s tableSink) Synced()                                        {}
+func (s tableSink) Up(bool)                                        {}
 
 // benchService is a ClusterIP Service as the API server sends it, every
 // string its own allocation as after decoding.

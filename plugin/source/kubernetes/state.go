@@ -183,7 +183,7 @@ func (st *state) sync() {
 			entries = append(entries, e)
 		}
 	}
-	st.sink.Replace(entries)
+	st.sink.Replace(entries, nil)
 }
 
 func (st *state) hosts() []string {

@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
@@ -30,7 +31,7 @@ type apply struct {
 	deletes []string
 }
 
-func (r *recorder) Replace(es []table.Entry) {
+func (r *recorder) Replace(es []table.Entry, _ []source.Rejection) {
 	r.mu.Lock()
 	r.replaced = append(r.replaced, es)
 	r.has = map[string]table.Entry{}

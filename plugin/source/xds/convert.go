@@ -9,6 +9,7 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
+	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/source/xds/nds"
 	"github.com/meshdns/meshdns/plugin/table"
 )
@@ -45,17 +46,11 @@ func decode(resp *discovery.DiscoveryResponse) (*nds.NameTable, error) {
 	return nt, nil
 }
 
-// rejection is a host left out of a push.
-type rejection struct {
-	host, reason string
-	err          error
-}
-
 // entries converts a table, leaving out (and returning) the hosts that the
 // file source would refuse, so a snapshot of the rest always loads.
-func entries(nt *nds.NameTable) ([]table.Entry, []rejection) {
+func entries(nt *nds.NameTable) ([]table.Entry, []source.Rejection) {
 	out := make([]table.Entry, 0, len(nt.GetTable()))
-	var bad []rejection
+	var bad []source.Rejection
 	for host, info := range nt.GetTable() {
 		e, err := entry(host, info)
 		if err != nil {
@@ -63,7 +58,7 @@ func entries(nt *nds.NameTable) ([]table.Entry, []rejection) {
 			if errors.Is(err, errRegistry) {
 				reason = errRegistry.Error()
 			}
-			bad = append(bad, rejection{host: host, reason: reason, err: err})
+			bad = append(bad, source.Rejection{Object: host, Reason: reason, Err: err})
 			continue
 		}
 		out = append(out, e)

@@ -26,6 +26,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/source/xds/nds"
 	"github.com/meshdns/meshdns/plugin/table"
 )
@@ -174,9 +175,12 @@ func newSink() *recSink {
 	return &recSink{tbl: t, id: t.AddSource("xds")}
 }
 
-func (s *recSink) Replace(es []table.Entry) {
+func (s *recSink) Replace(es []table.Entry, skipped []source.Rejection) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, r := range skipped {
+		s.rejects = append(s.rejects, r.Object+" "+r.Reason)
+	}
 	s.replaces = append(s.replaces, es)
 	s.results = append(s.results, s.tbl.Replace(s.id, es))
 }

@@ -27,10 +27,7 @@ func (c *client) loadSnapshot() {
 		c.sink.Reject(path, "snapshot", fmt.Errorf("snapshot ignored: %w", err))
 		return
 	}
-	for _, r := range bad {
-		c.sink.Reject(r.Object, r.Reason, r.Err)
-	}
-	c.sink.Replace(entries)
+	c.sink.Replace(entries, bad)
 	c.markSynced()
 	c.snapSum = sha256.Sum256(data)
 	log.Infof("source %s: serving snapshot %s (%d hosts) until the first push", c.src.Name(), path, len(entries))

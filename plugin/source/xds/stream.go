@@ -89,10 +89,7 @@ func (c *client) handle(resp *discovery.DiscoveryResponse) *discovery.DiscoveryR
 	// Bad hosts are skipped, not the push: one odd ServiceEntry must not
 	// freeze every other name.
 	es, bad := entries(nt)
-	for _, r := range bad {
-		c.sink.Reject(r.host, r.reason, r.err)
-	}
-	c.sink.Replace(es)
+	c.sink.Replace(es, bad)
 	c.unsaved = es
 	c.markSynced()
 	return req

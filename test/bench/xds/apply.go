@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/source/xds"
 	"github.com/meshdns/meshdns/plugin/table"
 	"github.com/meshdns/meshdns/test/harness"
@@ -54,7 +55,10 @@ type applied struct {
 	res        table.Result
 }
 
-func (s *recSink) Replace(es []table.Entry) {
+func (s *recSink) Replace(es []table.Entry, skipped []source.Rejection) {
+	for _, r := range skipped {
+		s.Reject(r.Object, r.Reason, r.Err)
+	}
 	start := time.Now()
 	res := s.t.Replace(s.id, es)
 	s.ev <- applied{start: start, end: time.Now(), res: res}
