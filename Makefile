@@ -6,7 +6,7 @@ PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go')
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test/istio/go.sum
 
-.PHONY: all build run demo test test-unit test-integration test-binaries bench bench-kubernetes bench-go proto istio-binaries fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-fuzz test-binaries bench bench-kubernetes bench-go proto istio-binaries fmt vet clean
 
 all: build
 
@@ -24,8 +24,9 @@ run: bin/coredns
 demo: bin/coredns test-binaries
 	cd test && $(GO) run ./demo
 
-## test: everything: unit, in-process wire tests (race detector), integration against a real API server
-test: vet test-unit test-integration
+## test: everything: unit, in-process wire tests (race detector), integration against a real API server and istiod,
+## the conformance suite and the differential against CoreDNS's kubernetes plugin, and the whole server fuzzed for FUZZTIME
+test: vet test-unit test-integration test-fuzz
 
 vet:
 	@out=$$(gofmt -l cmd plugin test | grep -v '\.pb\.go$$' || true); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -39,6 +40,11 @@ test-unit: bin/coredns
 
 test-integration: bin/coredns test-binaries istio-binaries
 	cd test && $(GO) test -count=1 -timeout 30m ./...
+
+## test-fuzz: arbitrary packets to an in-process CoreDNS with meshdns; a crasher is kept in plugin/meshdns/testdata/fuzz
+FUZZTIME ?= 30s
+test-fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzServer$$' -fuzztime $(FUZZTIME) ./plugin/meshdns/
 
 ## test-binaries: etcd and kube-apiserver for the integration tests, built from Go modules
 test-binaries: bin/etcd bin/kube-apiserver
