@@ -64,11 +64,11 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	if len(r.Question) == 0 { // the server refuses these; a test or another plugin may not
 		return dns.RcodeFormatError, nil
 	}
-	// The question as sent, lower-cased: names with escapes are looked up
-	// apart, so the costlier request.Request.Name() buys nothing here.
 	if len(r.Extra) > 0 && badOPT(r) {
 		return dns.RcodeFormatError, nil
 	}
+	// The question as sent, lower-cased: names with escapes are looked up
+	// apart, so the costlier request.Request.Name() buys nothing here.
 	q := r.Question[0]
 	qname := strings.ToLower(q.Name)
 	if q.Qtype == dns.TypePTR && plainQuery(r) {

@@ -9,9 +9,10 @@ import (
 )
 
 // Answer is what name answers for qtype from addr over network ("udp" or
-// "tcp"), as a comparable string: the rcode when it is not NOERROR, else the
-// sorted A, AAAA and CNAME data, or "NODATA". do and cd set the DO and CD
-// bits, which a cache in front of meshdns keys its entries by.
+// "tcp"), as a comparable string: the rcode when it is not NOERROR, followed
+// by the CNAMEs that led there, if any; else the sorted A, AAAA and CNAME
+// data, or "NODATA". do and cd set the DO and CD bits, which a cache in front
+// of meshdns keys its entries by.
 func Answer(addr, name string, qtype uint16, network string, do, cd bool) string {
 	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
 	m := new(dns.Msg)
@@ -23,7 +24,13 @@ func Answer(addr, name string, qtype uint16, network string, do, cd bool) string
 		return "error: " + err.Error()
 	}
 	if r.Rcode != dns.RcodeSuccess {
-		return dns.RcodeToString[r.Rcode]
+		out := []string{dns.RcodeToString[r.Rcode]}
+		for _, rr := range r.Answer {
+			if c, ok := rr.(*dns.CNAME); ok {
+				out = append(out, "CNAME "+c.Target)
+			}
+		}
+		return strings.Join(out, " ")
 	}
 	var out []string
 	for _, rr := range r.Answer {
