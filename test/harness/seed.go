@@ -145,11 +145,18 @@ func (cp *ControlPlane) SeedServices(ctx context.Context, svcs []*corev1.Service
 	if err != nil {
 		return fmt.Errorf("seed: count IPAddresses: %w", err)
 	}
-	if err := putNew(ctx, etcd, addresses); err != nil {
-		return fmt.Errorf("seed: write IPAddresses: %w", err)
-	}
-	if err := waitCount(ctx, "IPAddresses", before+int64(len(addresses)), countIPs); err != nil {
-		return err
+	// A batch at a time: a burst of thousands of events makes the API
+	// server's watch cache drop the watchers that fall behind, the repair
+	// controller's informer among them, which then misses IPAddresses until
+	// it lists again.
+	for done := 0; done < len(addresses); done += seedBatch {
+		batch := addresses[done:min(done+seedBatch, len(addresses))]
+		if err := putNew(ctx, etcd, batch, 1); err != nil {
+			return fmt.Errorf("seed: write IPAddresses: %w", err)
+		}
+		if err := waitCount(ctx, "IPAddresses", before+int64(done+len(batch)), countIPs); err != nil {
+			return err
+		}
 	}
 
 	countSvcs := map[string]func(context.Context) (int64, error){}
@@ -168,7 +175,7 @@ func (cp *ControlPlane) SeedServices(ctx context.Context, svcs []*corev1.Service
 		}
 		want[ns] = had + n
 	}
-	if err := putNew(ctx, etcd, services); err != nil {
+	if err := putNew(ctx, etcd, services, seedWorkers); err != nil {
 		return fmt.Errorf("seed: write services: %w", err)
 	}
 	for ns, f := range countSvcs {
@@ -237,9 +244,9 @@ func ipAddress(ip string, svc *corev1.Service, now metav1.Time) *networkingv1.IP
 
 // putNew writes objs in transactions of seedBatch keys, protobuf-encoded as
 // the API server stores them; a transaction fails if one of its keys exists.
-func putNew(ctx context.Context, etcd *clientv3.Client, objs []seedObject) error {
+func putNew(ctx context.Context, etcd *clientv3.Client, objs []seedObject, workers int) error {
 	codec := protobuf.NewSerializer(scheme.Scheme, scheme.Scheme)
-	return Parallel((len(objs)+seedBatch-1)/seedBatch, seedWorkers, func(b int) error {
+	return Parallel((len(objs)+seedBatch-1)/seedBatch, workers, func(b int) error {
 		batch := objs[b*seedBatch : min((b+1)*seedBatch, len(objs))]
 		var cmps []clientv3.Cmp
 		var puts []clientv3.Op
