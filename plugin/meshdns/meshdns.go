@@ -41,6 +41,8 @@ type MeshDNS struct {
 	// listen are the server's own addresses, for its name server's name;
 	// none when it listens on every address.
 	listen []netip.Addr
+	// noCapture is `capture off`: see sink.withoutVIPs.
+	noCapture bool
 }
 
 // Name implements plugin.Handler.

@@ -142,6 +142,12 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 					return nil, c.Errf("ttl: want seconds in [0, 3600], got %q", args[0])
 				}
 				o.ttl = uint32(ttl)
+			case "capture":
+				args := c.RemainingArgs()
+				if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
+					return nil, c.Errf("capture: want on or off, got %q", args)
+				}
+				m.noCapture = args[0] == "off"
 			case "authoritative":
 				m.Authoritative = zonesOrAll(c.RemainingArgs(), m.Zones)
 			case "fallthrough":
@@ -153,6 +159,12 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	}
 	if len(sources) == 0 {
 		return nil, c.Err("no source configured: add 'file PATH', 'kubernetes [KUBECONFIG]' or 'xds ADDRESS'")
+	}
+	// The client's namespace: on a VM, the one its xds source knows it by.
+	for _, s := range sources {
+		if xs, ok := s.(*xds.Source); ok && o.namespace == "" && xs.Namespace != "" {
+			o.namespace = strings.ToLower(xs.Namespace)
+		}
 	}
 	if !o.searchSet {
 		o.search = defaultSearch(o.domain, o.namespace)

@@ -119,8 +119,14 @@ func TestParse(t *testing.T) {
 			}
 		}, ""},
 
+		{"the block takes the xds source's namespace", "meshdns {\nxds 127.0.0.1:15010 {\ninsecure\nnode_ip 10.0.0.5\nworkload vm1\nnamespace shop\n}\n}", func(t *testing.T, m *MeshDNS) {
+			if cfg := m.table.Config(); cfg.Namespace != "shop" || cfg.Search[0] != "shop.svc.cluster.local" {
+				t.Errorf("config %+v", cfg)
+			}
+		}, ""},
+
 		{"no source", "meshdns", nil, "no source configured"},
-		{"xds without identity", "meshdns {\nxds 127.0.0.1:15010 {\ninsecure\n}\n}", nil, "missing node_ip, workload, namespace"},
+		{"xds without identity", "meshdns {\nxds 127.0.0.1:15010 {\ninsecure\n}\n}", nil, "no node identity"},
 		{"unknown option", "meshdns {\nfile " + f + "\nbogus 1\n}", nil, `unknown property "bogus"`},
 		{"file without path", "meshdns {\nfile\n}", nil, "file PATH"},
 		{"file missing", "meshdns {\nfile testdata/nope.json\n}", nil, "no such file"},

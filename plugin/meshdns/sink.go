@@ -1,6 +1,8 @@
 package meshdns
 
 import (
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,9 @@ type sink struct {
 	src    source.Source
 	table  *table.Table
 	synced atomic.Bool
+	// noCapture: nothing on this host captures traffic to auto-allocated
+	// VIPs (capture off), so hosts that have only those are not served.
+	noCapture bool
 
 	mu sync.Mutex
 	// skipped is what was left out of the table and reported, by host and
@@ -26,11 +31,11 @@ type sink struct {
 
 func (m *MeshDNS) addSource(s source.Source) {
 	m.sources = append(m.sources, &sink{name: s.Name(), id: m.table.AddSource(s.Name()), src: s, table: m.table,
-		skipped: map[string]map[string]string{}})
+		skipped: map[string]map[string]string{}, noCapture: m.noCapture})
 }
 
 func (s *sink) Replace(es []table.Entry, skipped []source.Rejection) {
-	res := s.table.Replace(s.id, es)
+	res := s.table.Replace(s.id, s.withoutVIPs(es))
 	s.mu.Lock()
 	was := s.skipped
 	s.skipped = map[string]map[string]string{}
@@ -45,7 +50,7 @@ func (s *sink) Replace(es []table.Entry, skipped []source.Rejection) {
 }
 
 func (s *sink) Apply(upserts []table.Entry, deletes []string) {
-	res := s.table.Apply(s.id, upserts, deletes)
+	res := s.table.Apply(s.id, s.withoutVIPs(upserts), deletes)
 	s.mu.Lock()
 	was := s.skipped
 	refused := map[string]bool{}
@@ -79,6 +84,43 @@ func (s *sink) skip(was map[string]map[string]string, host, reason string, err e
 		s.skipped[host] = map[string]string{}
 	}
 	s.skipped[host][reason] = msg
+}
+
+// The ranges Istio allocates ServiceEntry VIPs from: istiod's and
+// auto_allocate's.
+var vipRanges = [...]netip.Prefix{netip.MustParsePrefix("240.240.0.0/16"), netip.MustParsePrefix("2001:2::/48")}
+
+// withoutVIPs leaves out, with capture off, the addresses of the
+// ServiceEntry hosts that have only auto-allocated VIPs: such a host then has
+// nothing to answer and is left to the next plugin, as on a host without
+// Istio. es is not changed.
+func (s *sink) withoutVIPs(es []table.Entry) []table.Entry {
+	if !s.noCapture {
+		return es
+	}
+	var out []table.Entry
+	for i, e := range es {
+		if e.Registry != table.External || len(e.Addrs) == 0 || !allVIPs(e.Addrs) {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(es)
+		}
+		out[i].Addrs = nil
+	}
+	if out == nil {
+		return es
+	}
+	return out
+}
+
+func allVIPs(addrs []netip.Addr) bool {
+	for _, a := range addrs {
+		if !vipRanges[0].Contains(a) && !vipRanges[1].Contains(a) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *sink) record(res table.Result) {

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/coredns/caddy"
 
 	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/table"
@@ -60,3 +64,51 @@ type namedSource string
 
 func (n namedSource) Name() string                           { return string(n) }
 func (namedSource) Start(context.Context, source.Sink) error { return nil }
+
+// capture off: a ServiceEntry host with only auto-allocated VIPs is not
+// served, any other host is, VIPs and all; capture on (the default) serves
+// them all.
+func TestCaptureOff(t *testing.T) {
+	ip := netip.MustParseAddr
+	es := []table.Entry{
+		{Host: "vip.example", Addrs: []netip.Addr{ip("240.240.0.5"), ip("2001:2::5")}},
+		{Host: "mixed.example", Addrs: []netip.Addr{ip("240.240.0.6"), ip("192.0.2.6")}},
+		{Host: "spec.example", Addrs: []netip.Addr{ip("192.0.2.7")}},
+		{Host: "svc.ns.svc.cluster.local", Registry: table.Kubernetes, Addrs: []netip.Addr{ip("240.240.0.8")}},
+	}
+	for _, tc := range []struct {
+		block  string
+		served []string
+	}{
+		{"meshdns {\nfile testdata/setup.json\n}", []string{"vip.example", "mixed.example", "spec.example", "svc.ns.svc.cluster.local"}},
+		{"meshdns {\nfile testdata/setup.json\ncapture on\n}", []string{"vip.example", "mixed.example", "spec.example", "svc.ns.svc.cluster.local"}},
+		{"meshdns {\nfile testdata/setup.json\ncapture off\n}", []string{"mixed.example", "spec.example", "svc.ns.svc.cluster.local"}},
+	} {
+		c := caddy.NewTestController("dns", tc.block)
+		c.ServerBlockKeys = []string{"."}
+		m, err := parse(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.sources[0].Replace(es, nil)
+		var served []string
+		for _, e := range m.table.Entries(m.sources[0].id) {
+			served = append(served, e.Host)
+			if e.Host == "mixed.example" && len(e.Addrs) != 2 {
+				t.Errorf("%s: mixed.example has %v", tc.block, e.Addrs)
+			}
+		}
+		slices.Sort(served)
+		want := slices.Sorted(slices.Values(tc.served))
+		if !slices.Equal(served, want) {
+			t.Errorf("%s: served %v, want %v", tc.block, served, want)
+		}
+	}
+	if len(es[0].Addrs) != 2 {
+		t.Error("the source's entries were changed")
+	}
+	c := caddy.NewTestController("dns", "meshdns {\nfile testdata/setup.json\ncapture maybe\n}")
+	if _, err := parse(c); err == nil || !strings.Contains(err.Error(), "capture: want on or off") {
+		t.Errorf("capture maybe: %v", err)
+	}
+}

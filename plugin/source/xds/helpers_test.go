@@ -1,12 +1,15 @@
 package xds
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -22,9 +25,12 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	grpcpeer "google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
+	securityapi "istio.io/api/security/v1alpha1"
 
 	"github.com/meshdns/meshdns/plugin/source"
 	"github.com/meshdns/meshdns/plugin/source/xds/nds"
@@ -39,13 +45,15 @@ type fakeADS struct {
 	push    chan *discovery.DiscoveryResponse
 	kick    chan struct{} // ends the current stream
 	streams atomic.Int32
+	ca      *fakeCA // served beside ADS when set
 }
 
-// request is what the fake received, with the stream's bearer token.
+// request is what the fake received, with the stream's bearer token and
+// the identity of the client certificate it came with.
 type request struct {
 	*discovery.DiscoveryRequest
-	auth   string
-	stream int32
+	auth, peer string
+	stream     int32
 }
 
 func newFake() *fakeADS {
@@ -54,10 +62,7 @@ func newFake() *fakeADS {
 
 func (f *fakeADS) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	n := f.streams.Add(1)
-	var auth string
-	if md, ok := metadata.FromIncomingContext(st.Context()); ok && len(md.Get("authorization")) > 0 {
-		auth = md.Get("authorization")[0]
-	}
+	auth, peer := callerOf(st.Context())
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -67,7 +72,7 @@ func (f *fakeADS) StreamAggregatedResources(st discovery.AggregatedDiscoveryServ
 				return
 			}
 			select {
-			case f.reqs <- request{req, auth, n}:
+			case f.reqs <- request{req, auth, peer, n}:
 			case <-st.Context().Done():
 				return
 			}
@@ -107,6 +112,9 @@ func serve(t *testing.T, f *fakeADS, addr string, opts ...grpc.ServerOption) (st
 	}
 	s := grpc.NewServer(opts...)
 	discovery.RegisterAggregatedDiscoveryServiceServer(s, f)
+	if f.ca != nil {
+		securityapi.RegisterIstioCertificateServiceServer(s, f.ca)
+	}
 	go s.Serve(l)
 	t.Cleanup(s.Stop)
 	return l.Addr().String(), s.Stop
@@ -286,6 +294,8 @@ func freeAddr(t *testing.T) string {
 type pki struct {
 	ca, serverCert, serverKey, clientCert, clientKey string
 	pool                                             *x509.CertPool
+	caCert                                           *x509.Certificate
+	caKey                                            *ecdsa.PrivateKey
 }
 
 func newPKI(t *testing.T, dir string) pki {
@@ -299,7 +309,7 @@ func newPKI(t *testing.T, dir string) pki {
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	p := pki{ca: filepath.Join(dir, "root.pem"), pool: x509.NewCertPool()}
+	p := pki{ca: filepath.Join(dir, "root.pem"), pool: x509.NewCertPool(), caCert: ca, caKey: caKey}
 	p.pool.AddCert(ca)
 	writePEM(t, p.ca, "CERTIFICATE", caDER)
 	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
@@ -324,7 +334,7 @@ func newPKI(t *testing.T, dir string) pki {
 }
 
 // serverTLS is the server side; with clientAuth it demands a client
-// certificate from this CA.
+// certificate from this CA, which optionalClientTLS takes when given.
 func (p pki) serverTLS(t *testing.T, clientAuth bool) *tls.Config {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(p.serverCert, p.serverKey)
@@ -342,5 +352,105 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeJWT is a token with a Kubernetes service account's subject that
+// expires after ttl, unsigned: meshdns reads its claims, istiod checks it.
+func fakeJWT(t *testing.T, sub string, ttl time.Duration) string {
+	t.Helper()
+	claims, err := json.Marshal(map[string]any{"sub": sub, "exp": time.Now().Add(ttl).Unix(), "aud": []string{"istio-ca"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"RS256"}`)) + "." + enc(claims) + "." + enc([]byte("signature"))
+}
+
+// optionalClientTLS is istiod's TLS: a client certificate from this CA is
+// verified when there is one; a token is the other way in.
+func (p pki) optionalClientTLS(t *testing.T) *tls.Config {
+	cfg := p.serverTLS(t, false)
+	cfg.ClientAuth, cfg.ClientCAs = tls.VerifyClientCertIfGiven, p.pool
+	return cfg
+}
+
+// callerOf is who made a call: its bearer token, and the URI of its client
+// certificate.
+func callerOf(ctx context.Context) (auth, peerID string) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("authorization")) > 0 {
+		auth = md.Get("authorization")[0]
+	}
+	if p, ok := grpcpeer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 && len(info.State.PeerCertificates[0].URIs) > 0 {
+			peerID = info.State.PeerCertificates[0].URIs[0].String()
+		}
+	}
+	return auth, peerID
+}
+
+// fakeCA is istiod's CA: it signs a CSR for its own SAN with the lifetime
+// asked for (an hour by default), backdated a minute as istiod does, and
+// records how each caller authenticated.
+type fakeCA struct {
+	securityapi.UnimplementedIstioCertificateServiceServer
+	p     pki
+	calls chan caCall
+	fail  atomic.Bool
+}
+
+type caCall struct {
+	auth, peer, san, clusterID string
+	validity                   int64
+}
+
+func newFakeCA(p pki) *fakeCA { return &fakeCA{p: p, calls: make(chan caCall, 100)} }
+
+func (c *fakeCA) CreateCertificate(ctx context.Context, req *securityapi.IstioCertificateRequest) (*securityapi.IstioCertificateResponse, error) {
+	auth, peer := callerOf(ctx)
+	call := caCall{auth: auth, peer: peer, validity: req.GetValidityDuration()}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("ClusterID")) > 0 {
+		call.clusterID = md.Get("ClusterID")[0]
+	}
+	block, _ := pem.Decode([]byte(req.GetCsr()))
+	if block == nil {
+		return nil, grpcstatus.Error(codes.InvalidArgument, "no CSR")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil || len(csr.URIs) != 1 {
+		return nil, grpcstatus.Errorf(codes.InvalidArgument, "CSR: %v", err)
+	}
+	call.san = csr.URIs[0].String()
+	c.calls <- call
+	if c.fail.Load() || (auth == "" && peer == "") {
+		return nil, grpcstatus.Error(codes.Unauthenticated, "refused")
+	}
+	life := time.Hour
+	if v := req.GetValidityDuration(); v > 0 {
+		life = time.Duration(v) * time.Second
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(life),
+		URIs: csr.URIs, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.p.caCert, csr.PublicKey, c.p.caKey)
+	if err != nil {
+		return nil, err
+	}
+	return &securityapi.IstioCertificateResponse{CertChain: []string{
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.p.caCert.Raw})),
+	}}, nil
+}
+
+// next returns the next call, failing the test after a while.
+func (c *fakeCA) next(t *testing.T, within time.Duration) caCall {
+	t.Helper()
+	select {
+	case call := <-c.calls:
+		return call
+	case <-time.After(within):
+		t.Fatal("no call to the CA")
+		return caCall{}
 	}
 }

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"strings"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -17,8 +19,10 @@ func (s *Source) node() (*corev3.Node, error) {
 	if s.Namespace != "" {
 		meta["NAMESPACE"] = s.Namespace
 	}
-	if s.NodeIP != "" {
+	if len(s.NodeIPs) > 0 {
 		// istiod filters addresses by the families of the node's IPs.
+		meta["INSTANCE_IPS"] = strings.Join(s.NodeIPs, ",")
+	} else if s.NodeIP != "" {
 		meta["INSTANCE_IPS"] = s.NodeIP
 	}
 	for k, v := range s.Metadata {

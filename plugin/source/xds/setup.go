@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/coredns/caddy"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -15,12 +16,17 @@ const DefaultCluster = "Kubernetes"
 
 // singleValue lists the options that take exactly one value.
 var singleValue = map[string]bool{"node_ip": true, "workload": true, "namespace": true, "node_id": true,
-	"cluster_id": true, "token": true, "server_name": true, "snapshot": true}
+	"cluster_id": true, "token": true, "server_name": true, "snapshot": true,
+	"istio_vm_files": true, "cert_dir": true, "cert_lifetime": true, "trust_domain": true}
 
 // Parse reads an xds source from the Corefile, the cursor being on "xds";
 // relative file names are taken from root:
 //
-//	xds ADDRESS {
+//	xds [ADDRESS] {
+//	    istio_vm_files DIR
+//	    cert_dir DIR
+//	    cert_lifetime DURATION
+//	    trust_domain DOMAIN
 //	    node_ip IP
 //	    workload NAME
 //	    namespace NAMESPACE
@@ -38,13 +44,16 @@ var singleValue = map[string]bool{"node_ip": true, "workload": true, "namespace"
 func Parse(c *caddy.Controller, root string) (*Source, error) {
 	s := &Source{ClusterID: DefaultCluster, retry: defaultBackoff}
 	args := c.RemainingArgs()
-	if len(args) != 1 {
-		return nil, c.Errf("xds: want 'xds ADDRESS', got %q", args)
+	if len(args) > 1 {
+		return nil, c.Errf("xds: want 'xds [ADDRESS]', got %q", args)
 	}
-	if _, port, err := net.SplitHostPort(args[0]); err != nil || port == "" {
-		return nil, c.Errf("xds: ADDRESS: want HOST:PORT, got %q", args[0])
+	if len(args) == 1 {
+		if _, port, err := net.SplitHostPort(args[0]); err != nil || port == "" {
+			return nil, c.Errf("xds: ADDRESS: want HOST:PORT, got %q", args[0])
+		}
+		s.Address = args[0]
 	}
-	s.Address = args[0]
+	clusterSet := false
 	path := func(p string) string {
 		if !filepath.IsAbs(p) && root != "" {
 			return filepath.Join(root, p)
@@ -81,7 +90,7 @@ func Parse(c *caddy.Controller, root string) (*Source, error) {
 			if args[0] == "" {
 				return nil, c.Err("xds: cluster_id: empty")
 			}
-			s.ClusterID = args[0]
+			s.ClusterID, clusterSet = args[0], true
 		case "metadata":
 			if len(args) != 2 || args[0] == "" {
 				return nil, c.Errf("xds: metadata: want KEY VALUE, got %q", args)
@@ -116,11 +125,35 @@ func Parse(c *caddy.Controller, root string) (*Source, error) {
 			s.Insecure = true
 		case "snapshot":
 			s.Snapshot = path(args[0])
+		case "istio_vm_files":
+			s.VMFiles = path(args[0])
+		case "cert_dir":
+			s.CertDir = path(args[0])
+		case "cert_lifetime":
+			d, err := time.ParseDuration(args[0])
+			if err != nil || d < time.Second {
+				return nil, c.Errf("xds: cert_lifetime: want a duration of a second or more, got %q", args[0])
+			}
+			s.CertLifetime = d
+		case "trust_domain":
+			if len(validation.IsDNS1123Subdomain(args[0])) > 0 {
+				return nil, c.Errf("xds: trust_domain: invalid domain %q", args[0])
+			}
+			s.TrustDomain = args[0]
 		default:
 			return nil, c.Errf("xds: unknown property %q", opt)
 		}
 	}
+	if s.VMFiles != "" {
+		if err := s.useVMFiles(clusterSet); err != nil {
+			return nil, c.Errf("xds: istio_vm_files: %v", err)
+		}
+	}
 	switch {
+	case s.Address == "":
+		return nil, c.Err("xds: want 'xds ADDRESS', or 'istio_vm_files DIR' whose mesh.yaml gives it")
+	case s.Insecure && s.VMFiles != "":
+		return nil, c.Err("xds: 'insecure' and 'istio_vm_files' exclude each other")
 	case s.Insecure && s.CAFile != "":
 		return nil, c.Err("xds: 'insecure' and 'tls' exclude each other")
 	case !s.Insecure && s.CAFile == "":
@@ -128,6 +161,51 @@ func Parse(c *caddy.Controller, root string) (*Source, error) {
 	case s.Insecure && (s.TokenFile != "" || s.ServerName != ""):
 		// A bearer token is never sent in the clear.
 		return nil, c.Err("xds: 'token' and 'server_name' need 'tls'")
+	case s.Insecure && (s.CertDir != "" || s.CertLifetime != 0):
+		return nil, c.Err("xds: 'cert_dir' and 'cert_lifetime' need 'tls'")
 	}
 	return s, nil
+}
+
+// useVMFiles fills what the Corefile left unset from the onboarding files.
+// An explicit ADDRESS is dialled as written; the server name stays the
+// discovery address's host, which is the name istiod's certificate has.
+func (s *Source) useVMFiles(clusterSet bool) error {
+	v, err := readVMFiles(s.VMFiles)
+	if err != nil {
+		return err
+	}
+	if s.Address == "" {
+		s.Address, s.dial = v.address, v.dial
+	}
+	if s.ServerName == "" {
+		s.ServerName, _, _ = net.SplitHostPort(v.address)
+	}
+	if s.CAFile == "" {
+		s.CAFile = v.rootCert
+	}
+	if s.TokenFile == "" {
+		s.TokenFile = v.token
+	}
+	if !clusterSet && v.clusterID != "" {
+		s.ClusterID = v.clusterID
+	}
+	if s.Namespace == "" {
+		s.Namespace = v.namespace
+	}
+	if s.TrustDomain == "" {
+		s.TrustDomain = v.trustDomain
+	}
+	if v.serviceAccount != "" {
+		v.meta["SERVICE_ACCOUNT"] = v.serviceAccount
+	}
+	for k, val := range v.meta {
+		if _, set := s.Metadata[k]; !set {
+			if s.Metadata == nil {
+				s.Metadata = map[string]string{}
+			}
+			s.Metadata[k] = val
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -91,7 +92,7 @@ func TestParseErrors(t *testing.T) {
 	tests := []struct{ input, want string }{
 		{"xds", "want 'xds ADDRESS'"},
 		{"xds {\n insecure\n}", "want 'xds ADDRESS'"},
-		{"xds a:1 b:2 {\n insecure\n}", "want 'xds ADDRESS'"},
+		{"xds a:1 b:2 {\n insecure\n}", "want 'xds [ADDRESS]'"},
 		{"xds istiod {\n insecure\n}", "want HOST:PORT"},
 		{"xds istiod: {\n insecure\n}", "want HOST:PORT"},
 		{"xds a:1", "want 'tls CA [CERT KEY]', or 'insecure'"},
@@ -129,6 +130,39 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+func hostname(t *testing.T) string {
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.ToLower(h)
+}
+
+// Without node_ip, the node is the host's addresses, every family it has,
+// and its id names the first.
+func TestFinishHostAddresses(t *testing.T) {
+	ips, err := hostAddrs()
+	if err != nil || len(ips) == 0 {
+		t.Skipf("no address on this host: %v", err)
+	}
+	s := Source{Workload: "vm1", Namespace: "shop"}
+	if err := s.Finish("cluster.local", ""); err != nil {
+		t.Fatal(err)
+	}
+	node, err := s.node()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.NodeID != "sidecar~"+ips[0]+"~vm1.shop~shop.svc.cluster.local" || node.Metadata.Fields["INSTANCE_IPS"].GetStringValue() != strings.Join(ips, ",") {
+		t.Errorf("node id %q, INSTANCE_IPS %q; host addresses %q", s.NodeID, node.Metadata.Fields["INSTANCE_IPS"].GetStringValue(), ips)
+	}
+	for _, ip := range ips {
+		if a := netip.MustParseAddr(ip); a.IsLoopback() || a.IsLinkLocalUnicast() {
+			t.Errorf("%s is not an address the node is reached at", ip)
+		}
+	}
+}
+
 func TestFinish(t *testing.T) {
 	tests := []struct {
 		name           string
@@ -142,8 +176,9 @@ func TestFinish(t *testing.T) {
 		{"xds namespace wins", Source{NodeIP: "10.0.0.5", Workload: "vm1", Namespace: "shop"}, "cluster.local", "bookinfo", "sidecar~10.0.0.5~vm1.shop~shop.svc.cluster.local", "shop", ""},
 		{"node id", Source{NodeID: "sidecar~10.0.0.5~vm1.shop~shop.svc.cluster.local"}, "cluster.local", "", "sidecar~10.0.0.5~vm1.shop~shop.svc.cluster.local", "shop", ""},
 		{"node id and namespace", Source{NodeID: "router~10.0.0.5~gw.a~a.svc.cluster.local", Namespace: "b"}, "cluster.local", "", "router~10.0.0.5~gw.a~a.svc.cluster.local", "b", ""},
-		{"nothing", Source{}, "cluster.local", "", "", "", "missing node_ip, workload, namespace"},
-		{"no workload", Source{NodeIP: "10.0.0.5"}, "cluster.local", "shop", "", "", "missing workload"},
+		{"nothing", Source{}, "cluster.local", "", "", "", "no node identity"},
+		// Istio's agent's default: the hostname.
+		{"no workload", Source{NodeIP: "10.0.0.5"}, "cluster.local", "shop", "sidecar~10.0.0.5~" + hostname(t) + ".shop~shop.svc.cluster.local", "shop", ""},
 		{"bad ip", Source{NodeIP: "10.0.0", Workload: "vm1", Namespace: "shop"}, "cluster.local", "", "", "", "node_ip: "},
 	}
 	for _, tt := range tests {

@@ -6,8 +6,11 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -44,10 +47,44 @@ type Source struct {
 	// format; it is served at start until istiod's first push.
 	Snapshot string
 
+	// VMFiles is the directory of a VM's onboarding files, which give what
+	// the options above leave unset (readVMFiles).
+	VMFiles string
+	// CertDir keeps the workload certificate istiod's CA issues, and its
+	// key, across restarts; CertLifetime is the lifetime asked for (0:
+	// istiod's default); TrustDomain is the SPIFFE trust domain asked for
+	// (default cluster.local).
+	CertDir      string
+	CertLifetime time.Duration
+	TrustDomain  string
+	// NodeIPs are the node's addresses (INSTANCE_IPS); NodeIP, the first,
+	// is in the node id.
+	NodeIPs []string
+
 	// Domain comes from the meshdns block.
 	Domain string
 
 	retry backoff
+	// dial is where to connect when it is not Address: the discovery
+	// address's host as the onboarding files' hosts file maps it.
+	dial string
+	// id is the workload certificate, when the stream authenticates with one.
+	id *identity
+}
+
+// dialAddress is where istiod is reached.
+func (s *Source) dialAddress() string {
+	if s.dial != "" {
+		return s.dial
+	}
+	return s.Address
+}
+
+func (s *Source) trustDomain() string {
+	if s.TrustDomain != "" {
+		return s.TrustDomain
+	}
+	return "cluster.local"
 }
 
 // Name implements source.Source.
@@ -66,14 +103,27 @@ func (s *Source) Finish(domain, namespace string) error {
 		}
 		return nil
 	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"node_ip", s.NodeIP}, {"workload", s.Workload}, {"namespace", s.Namespace}} {
-		if f.v == "" {
-			missing = append(missing, f.name)
-		}
+	if s.Namespace == "" {
+		return errors.New("no node identity: want node_id, or a namespace (in the xds or meshdns block, or the onboarding files)")
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("no node identity: want node_id, or node_ip, workload and namespace (missing %s)", strings.Join(missing, ", "))
+	// Istio's agent's defaults: the host's addresses and its hostname.
+	if s.NodeIP == "" {
+		ips, err := hostAddrs()
+		if err != nil || len(ips) == 0 {
+			return fmt.Errorf("node_ip not set and the host's addresses unknown (%v)", err)
+		}
+		s.NodeIPs = ips
+		s.NodeIP = ips[0]
+	}
+	if len(s.NodeIPs) == 0 {
+		s.NodeIPs = []string{s.NodeIP}
+	}
+	if s.Workload == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("workload not set and the hostname unknown: %w", err)
+		}
+		s.Workload = strings.ToLower(h)
 	}
 	// Istio's sidecar form; istiod reads the namespace from it.
 	ip, err := netip.ParseAddr(s.NodeIP)
@@ -82,6 +132,32 @@ func (s *Source) Finish(domain, namespace string) error {
 	}
 	s.NodeID = fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.%s", ip, s.Workload, s.Namespace, s.Namespace, domain)
 	return nil
+}
+
+// hostAddrs are the host's addresses as Istio's agent takes them for its
+// INSTANCE_IPS: every interface's, but loopback and link-local ones, IPv4
+// first.
+func hostAddrs() ([]string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var v4, v6 []string
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := p.Addr().Unmap()
+		switch {
+		case ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified():
+		case ip.Is4():
+			v4 = append(v4, ip.String())
+		default:
+			v6 = append(v6, ip.String())
+		}
+	}
+	return append(v4, v6...), nil
 }
 
 // nodeNamespace is the NAMESPACE of a node id TYPE~IP~NAME.NAMESPACE~DOMAIN.
@@ -105,10 +181,39 @@ func (s *Source) Start(ctx context.Context, sink source.Sink) error {
 	if err != nil {
 		return err
 	}
+	if err := s.startIdentity(ctx); err != nil {
+		return err
+	}
 	sink.Up(false)
 	c := &client{src: s, sink: sink, node: node, retry: s.retry}
 	c.loadSnapshot()
 	go c.run(ctx)
+	return nil
+}
+
+// startIdentity sets up the workload certificate when the stream is to
+// authenticate with one: over TLS with a token, or with certificates kept in
+// cert_dir, and no client certificate of the operator's. Without a usable
+// certificate, the token must be able to get one: else CoreDNS does not
+// start, naming the file.
+func (s *Source) startIdentity(ctx context.Context) error {
+	if s.Insecure || s.CertFile != "" || (s.TokenFile == "" && s.CertDir == "") {
+		return nil
+	}
+	id := &identity{src: s, done: make(chan struct{})}
+	if err := id.load(); err != nil {
+		log.Warningf("source %s: not using the kept certificate: %v", s.Name(), err)
+	}
+	if id.certificate() == nil {
+		if s.TokenFile == "" {
+			return fmt.Errorf("no certificate in %s, and no token to get one", s.CertDir)
+		}
+		if _, _, err := tokenAccount(s.TokenFile); err != nil {
+			return fmt.Errorf("no usable certificate, and the token cannot get one: %w", err)
+		}
+	}
+	s.id = id
+	go s.id.renew(ctx)
 	return nil
 }
 

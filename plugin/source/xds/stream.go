@@ -35,7 +35,7 @@ func (c *client) stream(ctx context.Context) (received bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	conn, err := grpc.NewClient(c.src.Address, opts...)
+	conn, err := grpc.NewClient(c.src.dialAddress(), opts...)
 	if err != nil {
 		return false, err
 	}

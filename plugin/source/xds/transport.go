@@ -17,15 +17,22 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// dialOptions reads the CA, client certificate and token afresh, so a new
-// connection picks up rotated files.
-func (s *Source) dialOptions() ([]grpc.DialOption, error) {
-	opts := []grpc.DialOption{
+// baseDialOptions are the options of every connection to istiod.
+func (s *Source) baseDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
 		// A name table of 100k hosts is several MB, beyond gRPC's 4 MB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
 		// Istio's agent values: find a dead istiod without waiting for TCP.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
+}
+
+// dialOptions reads the CA, client certificate and token afresh, so a new
+// connection picks up rotated files. With a workload certificate from
+// istiod (identity), the stream authenticates with it alone; the token is
+// sent only while there is none.
+func (s *Source) dialOptions() ([]grpc.DialOption, error) {
+	opts := s.baseDialOptions()
 	if s.Insecure {
 		return append(opts, grpc.WithTransportCredentials(insecure.NewCredentials())), nil
 	}
@@ -33,8 +40,15 @@ func (s *Source) dialOptions() ([]grpc.DialOption, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cert *tls.Certificate
+	if s.id != nil {
+		cert = s.id.certificate()
+	}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
 	opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if s.TokenFile != "" {
+	if s.TokenFile != "" && cert == nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenFile(s.TokenFile)))
 	}
 	return opts, nil

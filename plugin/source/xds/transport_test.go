@@ -77,19 +77,20 @@ func TestTokenRotation(t *testing.T) {
 	f := newFake()
 	addr, _ := serve(t, f, "127.0.0.1:0", grpc.Creds(credentials.NewTLS(p.serverTLS(t, false))))
 	tok := filepath.Join(dir, "token")
-	os.WriteFile(tok, []byte("first.jwt\n"), 0o600)
+	first, second, third := fakeJWT(t, "system:serviceaccount:vm:vm", time.Hour), fakeJWT(t, "system:serviceaccount:vm:vm2", time.Hour), fakeJWT(t, "system:serviceaccount:vm:vm3", time.Hour)
+	os.WriteFile(tok, []byte(first+"\n"), 0o600)
 	s := testSource(addr)
 	s.Insecure, s.CAFile, s.TokenFile = false, p.ca, tok
 	start(t, s, newSink())
 
-	if r := f.next(t); r.auth != "Bearer first.jwt" {
+	if r := f.next(t); r.auth != "Bearer "+first {
 		t.Fatalf("authorization %q", r.auth)
 	}
 	// Rotated in place, as the kubelet does (it swaps a symlink).
-	os.WriteFile(tok+".new", []byte("second.jwt"), 0o600)
+	os.WriteFile(tok+".new", []byte(second), 0o600)
 	os.Rename(tok+".new", tok)
 	f.kick <- struct{}{}
-	if r := f.next(t); r.auth != "Bearer second.jwt" || r.stream != 2 {
+	if r := f.next(t); r.auth != "Bearer "+second || r.stream != 2 {
 		t.Fatalf("after rotation: authorization %q on stream %d", r.auth, r.stream)
 	}
 
@@ -97,8 +98,8 @@ func TestTokenRotation(t *testing.T) {
 	os.Remove(tok)
 	f.kick <- struct{}{}
 	f.quiet(t, 200*time.Millisecond)
-	os.WriteFile(tok, []byte("third.jwt"), 0o600)
-	if r := f.next(t); r.auth != "Bearer third.jwt" {
+	os.WriteFile(tok, []byte(third), 0o600)
+	if r := f.next(t); r.auth != "Bearer "+third {
 		t.Fatalf("authorization %q", r.auth)
 	}
 }
