@@ -55,14 +55,17 @@ bin/etcd: $(CONTROLPLANE_SRC)
 bin/kube-apiserver: $(CONTROLPLANE_SRC)
 	cd test/controlplane && $(GO) build -o ../../bin/kube-apiserver ./cmd/kube-apiserver
 
-## istio-binaries: istiod (pilot-discovery) and Istio's agent DNS proxy (istio-dns), built from istio.io/istio
-istio-binaries: bin/pilot-discovery bin/istio-dns
+## istio-binaries: istiod (pilot-discovery), Istio's agent DNS proxy (istio-dns) and istioctl, built from istio.io/istio
+istio-binaries: bin/pilot-discovery bin/istio-dns bin/istioctl
 
 bin/pilot-discovery: $(ISTIO_SRC)
 	cd test/istio && $(GO) build -o ../../bin/pilot-discovery ./cmd/pilot-discovery
 
 bin/istio-dns: $(ISTIO_SRC)
 	cd test/istio && $(GO) build -o ../../bin/istio-dns ./cmd/istio-dns
+
+bin/istioctl: $(ISTIO_SRC)
+	cd test/istio && $(GO) build -o ../../bin/istioctl ./cmd/istioctl
 
 ## bench: meshdns against hosts, file, kubernetes, Istio's agent proxy and a bare miekg/dns floor, by dnsperf → docs/bench/ (as root; BENCH_FLAGS=-k8s-100k adds the 100k kubernetes runs)
 bench: bin/coredns bin/istio-dns test-binaries

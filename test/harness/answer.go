@@ -23,6 +23,11 @@ func Answer(addr, name string, qtype uint16, network string, do, cd bool) string
 	if err != nil {
 		return "error: " + err.Error()
 	}
+	return formatAnswer(r)
+}
+
+// formatAnswer is Answer's string of a reply.
+func formatAnswer(r *dns.Msg) string {
 	if r.Rcode != dns.RcodeSuccess {
 		out := []string{dns.RcodeToString[r.Rcode]}
 		for _, rr := range r.Answer {

@@ -32,10 +32,12 @@ type Istiod struct {
 	// PlaintextAddr is the 127.0.0.1:PORT of the plaintext xDS (ADS) port,
 	// 15010 in a cluster; it needs no authentication.
 	PlaintextAddr string
-	// TLSAddr is the 127.0.0.1:PORT of the TLS xDS port, 15012 in a
-	// cluster: server name IstiodServerName, root RootCert(), clients
-	// authenticate with a service-account token for audience "istio-ca"
-	// sent as gRPC metadata "authorization: Bearer TOKEN".
+	// TLSAddr is the HOST:PORT of the TLS xDS port, 15012 in a cluster
+	// (127.0.0.1 and a free port unless IstiodConfig says otherwise):
+	// server name IstiodServerName, root RootCert(), clients authenticate
+	// with a service-account token for audience "istio-ca" sent as gRPC
+	// metadata "authorization: Bearer TOKEN", or with a certificate from
+	// istiod's CA, which is served on the same port.
 	TLSAddr string
 	// HTTPAddr is the 127.0.0.1:PORT of istiod's HTTP port (8080 in a
 	// cluster): /ready and the /debug/ endpoints.
@@ -51,10 +53,24 @@ type Istiod struct {
 	p     *Process
 }
 
+// IstiodConfig is what StartIstiodWith changes of StartIstiod's istiod.
+type IstiodConfig struct {
+	// TLSAddr, if set, is the HOST:PORT istiod's TLS xDS port and CA
+	// listen on, e.g. the host side of a VM's veth pair at :15012, the
+	// address a VM's onboarding files name.
+	TLSAddr string
+}
+
 // StartIstiod runs bin/pilot-discovery against cp on free loopback ports
 // and waits until it reports ready (all its informers synced). It is
 // stopped when the test ends. A missing binary fails the test.
 func StartIstiod(t TB, cp *ControlPlane) *Istiod {
+	t.Helper()
+	return StartIstiodWith(t, cp, IstiodConfig{})
+}
+
+// StartIstiodWith is StartIstiod with cfg's changes.
+func StartIstiodWith(t TB, cp *ControlPlane, cfg IstiodConfig) *Istiod {
 	t.Helper()
 	bin := requireIstioBinary(t, binaryDir(t), "pilot-discovery")
 	// env starts istiod with its own environment and working directory:
@@ -79,6 +95,9 @@ func StartIstiod(t TB, cp *ControlPlane) *Istiod {
 		cp:             cp,
 		dir:            dir,
 		ports:          ports,
+	}
+	if cfg.TLSAddr != "" {
+		d.TLSAddr = cfg.TLSAddr
 	}
 	d.argv = []string{
 		"--chdir=" + dir,

@@ -1,8 +1,9 @@
 // Package xds tests meshdns's xds source end to end: a real istiod
 // (bin/pilot-discovery) watching a real kube-apiserver and etcd
 // (test/harness), the built bin/coredns with an xds source, and DNS queries
-// over UDP and TCP. The TLS case runs docs/vm/Corefile as shipped, with only
-// its site-specific values replaced.
+// over UDP and TCP. TestXDS's TLS case gives istiod's address, root and token
+// as xds options; TestVM runs docs/vm/Corefile as shipped, in a VM onboarded
+// with istioctl.
 package xds
 
 import (
@@ -36,7 +37,7 @@ import (
 // connects to it.
 var vm1 = vmIdentity{ip: "10.0.0.5", name: "vm1", namespace: "vm-ns"}
 
-// The cache keys of docs/vm/Corefile's server, one per phase of
+// The cache keys of the token VM's server, one per phase of
 // TestXDS/lifecycle, so no phase sees another's cached answers.
 var (
 	keyCreated = cacheKey{}
@@ -60,13 +61,13 @@ func TestXDS(t *testing.T) {
 	plain := harness.StartCoreDNS(t, fmt.Sprintf("xds %s {\n insecure\n node_ip %s\n workload %s\n namespace %s\n}",
 		istiod.PlaintextAddr, vm1.ip, vm1.name, vm1.namespace))
 	plainSrc := "xds:" + istiod.PlaintextAddr
-	// TLS with a token: docs/vm/Corefile.
-	vmc := renderVM(t, istiod.TLSAddr, vm1, root, token, up.addr)
+	// TLS with a token, docs/vm/Corefile's server with explicit options.
+	vmc := writeTokenVM(t, istiod.TLSAddr, vm1, root, token, up.addr)
 	vmDNS := vmc.start(t)
 
 	const kubeDefault = "kubernetes.default.svc.cluster.local"
 
-	t.Run("VM Corefile as shipped", func(t *testing.T) {
+	t.Run("token VM", func(t *testing.T) {
 		// Mesh names from istiod over TLS, with the default search list.
 		expectNow(t, vmDNS.Addr, kubeDefault, dns.TypeA, keyCreated, "10.96.0.1")
 		expectNow(t, vmDNS.Addr, "kubernetes.default.vm-ns.svc.cluster.local", dns.TypeA, keyCreated,

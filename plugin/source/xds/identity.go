@@ -47,6 +47,8 @@ type identity struct {
 	// done is closed when renew has returned: nothing writes to cert_dir
 	// any more.
 	done chan struct{}
+	// wake tells renew that the certificate was dropped.
+	wake chan struct{}
 }
 
 // certificate returns the certificate if it is still valid.
@@ -57,6 +59,33 @@ func (id *identity) certificate() *tls.Certificate {
 		return nil
 	}
 	return id.cert
+}
+
+// forToken returns the certificate to connect with: nil if there is none,
+// or if the token now names another service account than the certificate
+// does (a token rotated to another identity, for one). Then the
+// certificate is dropped and a new one asked for with the token. A token
+// that cannot be read or is no JWT changes nothing: the certificate goes on.
+func (id *identity) forToken() *tls.Certificate {
+	cert := id.certificate()
+	if cert == nil || id.src.TokenFile == "" || len(cert.Leaf.URIs) != 1 {
+		return cert
+	}
+	ns, sa, err := tokenAccount(id.src.TokenFile)
+	if err != nil || cert.Leaf.URIs[0].Path == "/ns/"+ns+"/sa/"+sa {
+		return cert
+	}
+	log.Infof("source %s: the token is for %s/%s, the certificate for %s: asking for a new one", id.src.Name(), ns, sa, cert.Leaf.URIs[0])
+	id.mu.Lock()
+	if id.cert == cert {
+		id.cert = nil
+	}
+	id.mu.Unlock()
+	select {
+	case id.wake <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 func (id *identity) set(cert *tls.Certificate, obtained time.Time) {
@@ -282,6 +311,7 @@ func (id *identity) renew(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-time.After(wait):
+			case <-id.wake:
 			}
 		}
 		err := id.issue(ctx)

@@ -169,3 +169,53 @@ func TestCertificateStartErrors(t *testing.T) {
 	os.Rename(p.clientKey, filepath.Join(s.CertDir, keyFileName))
 	start(t, s, newSink())
 }
+
+// A token rotated to another service account replaces the certificate at
+// the next connection; a token that is garbage leaves it in use.
+func TestCertificateFollowsToken(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	f := newFake()
+	f.ca = newFakeCA(p)
+	addr, _ := serve(t, f, "127.0.0.1:0", grpc.Creds(credentials.NewTLS(p.optionalClientTLS(t))))
+	s := certSource(t, addr, p, dir, fakeJWT(t, "system:serviceaccount:other-ns:vm-sa", time.Hour))
+	s.CertLifetime = time.Hour
+	start(t, s, newSink())
+	if c := f.ca.next(t, 5*time.Second); c.san != "spiffe://cluster.local/ns/other-ns/sa/vm-sa" {
+		t.Fatalf("first certificate for %s", c.san)
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.id.certificate() == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no certificate")
+		}
+	}
+	streamWith := func(what, peer string) {
+		t.Helper()
+		f.kick <- struct{}{}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			r := f.next(t)
+			if r.peer == peer && (peer != "" || r.auth != "") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: stream with authorization %q, certificate %q", what, r.auth, r.peer)
+			}
+		}
+	}
+	f.next(t)
+	os.WriteFile(s.TokenFile, []byte("garbage"), 0o600)
+	streamWith("garbage token", "spiffe://cluster.local/ns/other-ns/sa/vm-sa")
+
+	os.WriteFile(s.TokenFile, []byte(fakeJWT(t, "system:serviceaccount:vm-ns:vm-sa", time.Hour)), 0o600)
+	streamWith("rotated token", "") // the token, until the new certificate comes
+	if c := f.ca.next(t, 5*time.Second); c.san != "spiffe://cluster.local/ns/vm-ns/sa/vm-sa" || c.auth == "" {
+		t.Fatalf("new certificate asked for with %+v", c)
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.id.certificate() == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no new certificate")
+		}
+	}
+	streamWith("new certificate", "spiffe://cluster.local/ns/vm-ns/sa/vm-sa")
+}

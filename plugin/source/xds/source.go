@@ -200,7 +200,7 @@ func (s *Source) startIdentity(ctx context.Context) error {
 	if s.Insecure || s.CertFile != "" || (s.TokenFile == "" && s.CertDir == "") {
 		return nil
 	}
-	id := &identity{src: s, done: make(chan struct{})}
+	id := &identity{src: s, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if err := id.load(); err != nil {
 		log.Warningf("source %s: not using the kept certificate: %v", s.Name(), err)
 	}

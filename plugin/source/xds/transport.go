@@ -42,7 +42,7 @@ func (s *Source) dialOptions() ([]grpc.DialOption, error) {
 	}
 	var cert *tls.Certificate
 	if s.id != nil {
-		cert = s.id.certificate()
+		cert = s.id.forToken()
 	}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
