@@ -90,7 +90,7 @@ func roundTrip(t *testing.T, s server, packet []byte) []byte {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	conn.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	if network == "udp" {
 		if _, err := conn.Write(packet); err != nil {
 			return nil

@@ -127,19 +127,7 @@ func serveDNS(t *testing.T, addr string, records map[string]string) {
 		}
 		w.WriteMsg(m)
 	})
-	for _, network := range []string{"udp", "tcp"} {
-		started := make(chan error, 1)
-		s := &dns.Server{Addr: addr, Net: network, Handler: handler, NotifyStartedFunc: func() { started <- nil }}
-		go func() {
-			if err := s.ListenAndServe(); err != nil {
-				started <- err
-			}
-		}()
-		if err := <-started; err != nil {
-			t.Fatalf("DNS server %s/%s: %v", addr, network, err)
-		}
-		t.Cleanup(func() { s.Shutdown() })
-	}
+	ServeDNS(t, addr, handler)
 }
 
 // TestOnboardVM onboards a VM with the real istioctl and checks, from

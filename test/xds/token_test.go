@@ -144,19 +144,7 @@ func startUpstreamAt(t *testing.T, addr string, records map[string]string) *upst
 		}
 		w.WriteMsg(m)
 	})
-	for _, network := range []string{"udp", "tcp"} {
-		started := make(chan error, 1)
-		s := &dns.Server{Addr: addr, Net: network, Handler: handler, NotifyStartedFunc: func() { started <- nil }}
-		go func() {
-			if err := s.ListenAndServe(); err != nil {
-				started <- err
-			}
-		}()
-		if err := <-started; err != nil {
-			t.Fatalf("upstream %s/%s: %v", addr, network, err)
-		}
-		t.Cleanup(func() { s.Shutdown() })
-	}
+	harness.ServeDNS(t, addr, handler)
 	return u
 }
 
