@@ -10,11 +10,15 @@ ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test
 
 all: build
 
-## build: the custom CoreDNS with meshdns, at bin/coredns
-build: bin/coredns
+## build: bin/coredns, CoreDNS with every standard plugin, meshdns and all its sources; bin/meshdns, the lean build
+## for a VM or node (the plugins that role needs, meshdns with the file and xds sources)
+build: bin/coredns bin/meshdns
 
 bin/coredns: $(PLUGIN_SRC)
 	$(GO) build -o $@ ./cmd/coredns
+
+bin/meshdns: $(PLUGIN_SRC)
+	$(GO) build -o $@ ./cmd/meshdns
 
 ## run: serve the sample mesh (docs/sample-mesh.json) on 127.0.0.1:1053
 run: bin/coredns

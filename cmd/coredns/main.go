@@ -1,5 +1,6 @@
 // Command coredns is CoreDNS with all its standard plugins plus meshdns,
-// which sits right before kubernetes in the plugin chain.
+// which sits right before kubernetes in the plugin chain, and every meshdns
+// source.
 package main
 
 import (
@@ -7,6 +8,9 @@ import (
 	"github.com/coredns/coredns/coremain"
 
 	_ "github.com/meshdns/meshdns/plugin/meshdns" // Registers meshdns and its place in the chain.
+	_ "github.com/meshdns/meshdns/plugin/source/file"
+	_ "github.com/meshdns/meshdns/plugin/source/kubernetes"
+	_ "github.com/meshdns/meshdns/plugin/source/xds"
 )
 
 func main() { coremain.Run() }

@@ -17,9 +17,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meshdns/meshdns/plugin/source"
-	"github.com/meshdns/meshdns/plugin/source/file"
-	"github.com/meshdns/meshdns/plugin/source/kubernetes"
-	"github.com/meshdns/meshdns/plugin/source/xds"
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
@@ -106,12 +103,6 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 		m.Zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
 		for c.NextBlock() {
 			switch c.Val() {
-			case "file", "kubernetes", "xds":
-				src, err := parseSource(sourceBlock(c), cfg.Root)
-				if err != nil {
-					return nil, err
-				}
-				sources = append(sources, src)
 			case "domain":
 				args := c.RemainingArgs()
 				if len(args) != 1 || !validDomain(args[0]) {
@@ -153,7 +144,17 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 			case "fallthrough":
 				m.Fall.SetZonesFromArgs(c.RemainingArgs())
 			default:
-				return nil, c.Errf("unknown property %q", c.Val())
+				parse, ok := source.Lookup(c.Val())
+				if !ok {
+					return nil, unknownOption(c)
+				}
+				sub := sourceBlock(c)
+				sub.Next()
+				src, err := parse(sub, cfg.Root)
+				if err != nil {
+					return nil, err
+				}
+				sources = append(sources, src)
 			}
 		}
 	}
@@ -162,8 +163,8 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 	}
 	// The client's namespace: on a VM, the one its xds source knows it by.
 	for _, s := range sources {
-		if xs, ok := s.(*xds.Source); ok && o.namespace == "" && xs.Namespace != "" {
-			o.namespace = strings.ToLower(xs.Namespace)
+		if cn, ok := s.(source.ClientNamespacer); ok && o.namespace == "" {
+			o.namespace = strings.ToLower(cn.ClientNamespace())
 		}
 	}
 	if !o.searchSet {
@@ -183,12 +184,9 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 			return nil, c.Errf("two sources named %q: give each kubernetes source its own 'cluster NAME', each file its own path", s.Name())
 		}
 		seen[s.Name()] = true
-		if ks, ok := s.(*kubernetes.Source); ok {
-			ks.Domain, ks.Namespace = o.domain, o.namespace
-		}
-		if xs, ok := s.(*xds.Source); ok {
-			if err := xs.Finish(o.domain, o.namespace); err != nil {
-				return nil, c.Errf("xds %s: %v", xs.Address, err)
+		if f, ok := s.(source.Finisher); ok {
+			if err := f.Finish(o.domain, o.namespace); err != nil {
+				return nil, c.Errf("%s: %v", s.Name(), err)
 			}
 		}
 		m.addSource(s)
@@ -226,16 +224,21 @@ func sourceBlock(c *caddy.Controller) *caddy.Controller {
 	return &sub
 }
 
-// parseSource reads one source option; relative paths are taken from root.
-func parseSource(c *caddy.Controller, root string) (source.Source, error) {
-	c.Next()
-	switch c.Val() {
-	case "file":
-		return file.Parse(c, root)
-	case "kubernetes":
-		return kubernetes.Parse(c)
+// sourceBinaries says which of this project's binaries link each source,
+// for the error a Corefile naming a source this binary lacks gets.
+var sourceBinaries = map[string]string{
+	"file":       "bin/meshdns and bin/coredns",
+	"xds":        "bin/meshdns and bin/coredns",
+	"kubernetes": "bin/coredns (the full build)",
+}
+
+// unknownOption is the error of an option the block does not know: a
+// source this binary does not link says which binary has it.
+func unknownOption(c *caddy.Controller) error {
+	if bins, ok := sourceBinaries[c.Val()]; ok {
+		return c.Errf("source %q is not in this binary; %s has it", c.Val(), bins)
 	}
-	return xds.Parse(c, root)
+	return c.Errf("unknown property %q", c.Val())
 }
 
 // warnings names the options that were accepted but cannot do what they say.

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/coredns/caddy"
+
+	"github.com/meshdns/meshdns/plugin/source"
 )
 
 // Parse reads a file source from the Corefile, the cursor being on "file";
@@ -39,4 +41,14 @@ func Parse(c *caddy.Controller, root string) (*Source, error) {
 		return nil, c.Errf("file: %v", err)
 	}
 	return s, nil
+}
+
+func init() {
+	source.Register("file", func(c *caddy.Controller, root string) (source.Source, error) {
+		s, err := Parse(c, root)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	})
 }

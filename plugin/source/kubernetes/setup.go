@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/coredns/caddy"
+
+	"github.com/meshdns/meshdns/plugin/source"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -120,4 +122,20 @@ func oneArg[T any](c *caddy.Controller, opt string, args []string, parse func(st
 		return zero, c.Errf("kubernetes: %s: %v", opt, err)
 	}
 	return v, nil
+}
+
+func init() {
+	source.Register("kubernetes", func(c *caddy.Controller, _ string) (source.Source, error) {
+		s, err := Parse(c)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	})
+}
+
+// Finish takes the meshdns block's cluster domain and client namespace.
+func (s *Source) Finish(domain, namespace string) error {
+	s.Domain, s.Namespace = domain, namespace
+	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/coredns/caddy"
+
+	"github.com/meshdns/meshdns/plugin/source"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -209,3 +211,17 @@ func (s *Source) useVMFiles(clusterSet bool) error {
 	}
 	return nil
 }
+
+func init() {
+	source.Register("xds", func(c *caddy.Controller, root string) (source.Source, error) {
+		s, err := Parse(c, root)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	})
+}
+
+// ClientNamespace is the namespace of the node, from the xds block or the
+// onboarding files; "" if neither gives one.
+func (s *Source) ClientNamespace() string { return s.Namespace }
