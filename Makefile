@@ -6,7 +6,7 @@ PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go')
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test/istio/go.sum
 
-.PHONY: all build run demo test test-unit test-integration test-fuzz test-binaries bench bench-kubernetes bench-go proto istio-binaries fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-fuzz test-package package test-binaries bench bench-kubernetes bench-go proto istio-binaries fmt vet clean
 
 all: build
 
@@ -17,8 +17,18 @@ build: bin/coredns bin/meshdns
 bin/coredns: $(PLUGIN_SRC)
 	$(GO) build -o $@ ./cmd/coredns
 
+# Static, as CoreDNS builds its releases: no C library to map, on any distribution.
 bin/meshdns: $(PLUGIN_SRC)
-	$(GO) build -o $@ ./cmd/meshdns
+	CGO_ENABLED=0 $(GO) build -o $@ ./cmd/meshdns
+
+# The helper that points a VM's resolv.conf at meshdns and back: standard library only, static.
+bin/meshdns-setup: $(shell find cmd/meshdns-setup -name '*.go' -not -name '*_test.go') go.mod
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $@ ./cmd/meshdns-setup
+
+## package: bin/meshdns_<version>_<arch>.deb and .tar.gz for a VM (bin/meshdns, meshdns-setup, the unit, the VM
+## Corefile), built in Go by cmd/package (its own module, nfpm); the version comes from git describe
+package: bin/meshdns bin/meshdns-setup
+	cd cmd/package && $(GO) run . -repo ../..
 
 ## run: serve the sample mesh (docs/sample-mesh.json) on 127.0.0.1:1053
 run: bin/coredns
@@ -30,7 +40,7 @@ demo: bin/coredns test-binaries
 
 ## test: everything: unit, in-process wire tests (race detector), integration against a real API server and istiod,
 ## the conformance suite and the differential against CoreDNS's kubernetes plugin, and the whole server fuzzed for FUZZTIME
-test: vet test-unit test-integration test-fuzz
+test: vet test-unit test-integration test-fuzz test-package
 
 vet:
 	@out=$$(gofmt -l cmd plugin test | grep -v '\.pb\.go$$' || true); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -44,6 +54,11 @@ test-unit: bin/coredns
 
 test-integration: bin/coredns test-binaries istio-binaries
 	cd test && $(GO) test -count=1 -timeout 30m ./...
+
+## test-package: the .deb and .tar.gz built and read back (paths, modes, conffiles, scripts, the lean binary), and
+## installed, upgraded, removed and purged with dpkg --root in a throwaway tree (as root, where dpkg is)
+test-package: bin/meshdns bin/meshdns-setup
+	cd cmd/package && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## test-fuzz: arbitrary packets to an in-process CoreDNS with meshdns; a crasher is kept in plugin/meshdns/testdata/fuzz
 FUZZTIME ?= 30s
@@ -72,8 +87,12 @@ bin/istioctl: $(ISTIO_SRC)
 	cd test/istio && $(GO) build -o ../../bin/istioctl ./cmd/istioctl
 
 ## bench: meshdns against hosts, file, kubernetes, Istio's agent proxy and a bare miekg/dns floor, by dnsperf → docs/bench/ (as root; BENCH_FLAGS=-k8s-100k adds the 100k kubernetes runs)
-bench: bin/coredns bin/istio-dns test-binaries
+bench: bin/coredns bin/meshdns bin/coredns-floor bin/istio-dns test-binaries
 	cd test && $(GO) run ./bench/dns -out ../docs/bench $(BENCH_FLAGS)
+
+# CoreDNS with bind and hosts alone: the memory floor bin/meshdns is measured against.
+bin/coredns-floor: test/bench/corefloor/main.go test/go.mod
+	cd test && CGO_ENABLED=0 $(GO) build -o ../bin/coredns-floor ./bench/corefloor
 
 ## bench-kubernetes: meshdns's kubernetes source against CoreDNS's kubernetes plugin: sync time, memory, create-to-answer (10k Services)
 bench-kubernetes: bin/coredns test-binaries
@@ -85,11 +104,11 @@ bench-go:
 
 PROTOC_GEN_GO_VERSION = $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
 
-## proto: regenerate plugin/source/xds/nds/nds.pb.go (protoc from Debian, protoc-gen-go at go.mod's protobuf version)
+## proto: regenerate plugin/source/xds/{nds,ads,ca}/*.pb.go (protoc from Debian, protoc-gen-go at go.mod's protobuf version)
 proto:
 	command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
-	PATH="$(CURDIR)/bin:$$PATH" protoc --proto_path=. --go_out=. --go_opt=paths=source_relative plugin/source/xds/nds/nds.proto
+	PATH="$(CURDIR)/bin:$$PATH" protoc --proto_path=. --go_out=. --go_opt=paths=source_relative plugin/source/xds/nds/nds.proto plugin/source/xds/ads/ads.proto plugin/source/xds/ca/ca.proto
 
 fmt:
 	gofmt -w cmd plugin test

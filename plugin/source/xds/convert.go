@@ -7,9 +7,8 @@ import (
 	"net/netip"
 	"strings"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-
 	"github.com/meshdns/meshdns/plugin/source"
+	"github.com/meshdns/meshdns/plugin/source/xds/ads"
 	"github.com/meshdns/meshdns/plugin/source/xds/nds"
 	"github.com/meshdns/meshdns/plugin/table"
 )
@@ -23,7 +22,7 @@ var errRegistry = errors.New("invalid_registry")
 // decode returns the table a push carries, or an error for a push that cannot
 // be applied at all (to NACK). A push without resources returns nil: istiod
 // never sends one, and Istio's agent ignores it rather than clear its table.
-func decode(resp *discovery.DiscoveryResponse) (*nds.NameTable, error) {
+func decode(resp *ads.DiscoveryResponse) (*nds.NameTable, error) {
 	if resp.GetTypeUrl() != TypeURL {
 		return nil, fmt.Errorf("unexpected type %q", resp.GetTypeUrl())
 	}

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/meshdns/meshdns/plugin/source/xds/ads"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -59,7 +59,7 @@ func TestDecode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			nt, err := decode(&discovery.DiscoveryResponse{TypeUrl: TypeURL, Resources: tt.res})
+			nt, err := decode(&ads.DiscoveryResponse{TypeUrl: TypeURL, Resources: tt.res})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -23,8 +23,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
-	securityapi "istio.io/api/security/v1alpha1"
+
+	"github.com/meshdns/meshdns/plugin/source/xds/ca"
 )
+
+// The method of istiod's CA that issues a certificate.
+const createCertificate = "/istio.v1.auth.IstioCertificateService/CreateCertificate"
 
 // The files of cert_dir.
 const (
@@ -171,12 +175,12 @@ func (id *identity) issue(ctx context.Context) error {
 	defer cancel()
 	// istiod reviews the token with the API server of this cluster.
 	ctx = metadata.AppendToOutgoingContext(ctx, "ClusterID", s.ClusterID)
-	req := &securityapi.IstioCertificateRequest{
+	req := &ca.IstioCertificateRequest{
 		Csr:              string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
 		ValidityDuration: int64(s.CertLifetime / time.Second),
 	}
-	resp, err := securityapi.NewIstioCertificateServiceClient(conn).CreateCertificate(ctx, req)
-	if err != nil {
+	resp := new(ca.IstioCertificateResponse)
+	if err := conn.Invoke(ctx, createCertificate, req, resp); err != nil {
 		return fmt.Errorf("CreateCertificate: %w", err)
 	}
 	cert, err := certificateFrom(resp.GetCertChain(), key)

@@ -3,14 +3,15 @@ package xds
 import (
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshdns/meshdns/plugin/source/xds/ads"
 )
 
 // node is what istiod knows the client by. istiod builds a NameTable only for
 // a node with DNS_CAPTURE, and allocates ServiceEntry addresses in it only
 // with DNS_AUTO_ALLOCATE.
-func (s *Source) node() (*corev3.Node, error) {
+func (s *Source) node() (*ads.Node, error) {
 	meta := map[string]any{
 		"DNS_CAPTURE":       "true",
 		"DNS_AUTO_ALLOCATE": "true",
@@ -32,5 +33,5 @@ func (s *Source) node() (*corev3.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &corev3.Node{Id: s.NodeID, Metadata: st}, nil
+	return &ads.Node{Id: s.NodeID, Metadata: st}, nil
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/coredns/caddy"
 
 	"github.com/meshdns/meshdns/plugin/source"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // DefaultCluster is Istio's default cluster ID.
@@ -74,12 +73,12 @@ func Parse(c *caddy.Controller, root string) (*Source, error) {
 			}
 			s.NodeIP = args[0]
 		case "workload":
-			if len(validation.IsDNS1123Subdomain(args[0])) > 0 {
+			if !isDNS1123Subdomain(args[0]) {
 				return nil, c.Errf("xds: workload: invalid name %q", args[0])
 			}
 			s.Workload = args[0]
 		case "namespace":
-			if len(validation.IsDNS1123Label(args[0])) > 0 {
+			if !isDNS1123Label(args[0]) {
 				return nil, c.Errf("xds: namespace: invalid namespace %q", args[0])
 			}
 			s.Namespace = args[0]
@@ -138,7 +137,7 @@ func Parse(c *caddy.Controller, root string) (*Source, error) {
 			}
 			s.CertLifetime = d
 		case "trust_domain":
-			if len(validation.IsDNS1123Subdomain(args[0])) > 0 {
+			if !isDNS1123Subdomain(args[0]) {
 				return nil, c.Errf("xds: trust_domain: invalid domain %q", args[0])
 			}
 			s.TrustDomain = args[0]
@@ -225,3 +224,33 @@ func init() {
 // ClientNamespace is the namespace of the node, from the xds block or the
 // onboarding files; "" if neither gives one.
 func (s *Source) ClientNamespace() string { return s.Namespace }
+
+// isDNS1123Label reports whether s is a Kubernetes object name of the
+// label kind (a namespace): lower-case letters, digits and '-', at most 63,
+// starting and ending with a letter or digit.
+func isDNS1123Label(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// isDNS1123Subdomain reports whether s is a Kubernetes object name of the
+// subdomain kind (a pod, a trust domain): DNS-1123 labels joined by dots, at
+// most 253 in all.
+func isDNS1123Subdomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if !isDNS1123Label(l) {
+			return false
+		}
+	}
+	return true
+}

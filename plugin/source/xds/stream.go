@@ -4,22 +4,25 @@ import (
 	"context"
 	"crypto/sha256"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	"github.com/meshdns/meshdns/plugin/source"
+	"github.com/meshdns/meshdns/plugin/source/xds/ads"
 	"github.com/meshdns/meshdns/plugin/table"
 )
+
+// The ADS method istiod serves, a bidirectional stream.
+const adsMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+var adsStream = grpc.StreamDesc{StreamName: "StreamAggregatedResources", ServerStreams: true, ClientStreams: true}
 
 // client is a running source: its state outlives each connection. Only the
 // run goroutine touches it after Start.
 type client struct {
 	src   *Source
 	sink  source.Sink
-	node  *corev3.Node
+	node  *ads.Node
 	retry backoff
 
 	version string // of the last push applied, sent back in NACKs
@@ -42,17 +45,17 @@ func (c *client) stream(ctx context.Context) (received bool, err error) {
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	st, err := conn.NewStream(ctx, &adsStream, adsMethod)
 	if err != nil {
 		return false, err
 	}
 	// A new stream starts from nothing: istiod pushes the whole table.
-	if err := st.Send(&discovery.DiscoveryRequest{Node: c.node, TypeUrl: TypeURL}); err != nil {
+	if err := st.SendMsg(&ads.DiscoveryRequest{Node: c.node, TypeUrl: TypeURL}); err != nil {
 		return false, err
 	}
 	for {
-		resp, err := st.Recv()
-		if err != nil {
+		resp := new(ads.DiscoveryResponse)
+		if err := st.RecvMsg(resp); err != nil {
 			return received, err
 		}
 		if !received {
@@ -60,7 +63,7 @@ func (c *client) stream(ctx context.Context) (received bool, err error) {
 			c.sink.Up(true)
 			log.Infof("source %s: connected", c.src.Name())
 		}
-		if err := st.Send(c.handle(resp)); err != nil {
+		if err := st.SendMsg(c.handle(resp)); err != nil {
 			return received, err
 		}
 		// After the ACK: istiod need not wait for the disk.
@@ -70,14 +73,14 @@ func (c *client) stream(ctx context.Context) (received bool, err error) {
 
 // handle applies a push and returns its ACK, or its NACK if it cannot be
 // applied; then the previous table keeps serving.
-func (c *client) handle(resp *discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
-	req := &discovery.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+func (c *client) handle(resp *ads.DiscoveryResponse) *ads.DiscoveryRequest {
+	req := &ads.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 	nt, err := decode(resp)
 	if err != nil {
 		pushes.WithLabelValues(c.src.Name(), "nack").Inc()
 		log.Warningf("source %s: rejected push %q: %v", c.src.Name(), resp.GetVersionInfo(), err)
 		req.VersionInfo = c.version
-		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		req.ErrorDetail = &ads.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 		return req
 	}
 	pushes.WithLabelValues(c.src.Name(), "ack").Inc()

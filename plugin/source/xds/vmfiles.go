@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v2"
 )
 
 // The files `istioctl x workload entry configure -o DIR` writes for a VM.
@@ -125,9 +125,9 @@ func readClusterEnv(path string) (map[string]string, error) {
 // meshConfig is the part of mesh.yaml meshdns reads.
 type meshConfig struct {
 	DefaultConfig struct {
-		DiscoveryAddress string            `json:"discoveryAddress"`
-		ProxyMetadata    map[string]string `json:"proxyMetadata"`
-	} `json:"defaultConfig"`
+		DiscoveryAddress string            `yaml:"discoveryAddress"`
+		ProxyMetadata    map[string]string `yaml:"proxyMetadata"`
+	} `yaml:"defaultConfig"`
 }
 
 func readMeshConfig(path string) (*meshConfig, error) {

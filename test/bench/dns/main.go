@@ -7,7 +7,10 @@
 //  2. CoreDNS hosts, 3. CoreDNS file and 4. CoreDNS kubernetes, in the same
 //     binary;
 //  5. Istio's agent DNS proxy (bin/istio-dns) with the same NameTable;
-//  6. a bare miekg/dns responder with precomputed answers: the floor.
+//  6. a bare miekg/dns responder with precomputed answers: the floor;
+//  7. bin/meshdns, the lean build, file source, and CoreDNS built with bind
+//     and hosts alone (bin/coredns-floor), for memory: the RSS of the lean
+//     build beside Istio's proxy and beside the server itself.
 //
 // Each forwards what it does not answer to a local upstream (a miekg/dns
 // responder on 127.0.0.1:53, on CPU 1). Query mixes: (a) FQDN A hits;
@@ -218,8 +221,8 @@ func (b *bench) setup() ([]candidate, []int) {
 		}
 		delete(want, c.key)
 		if c.coredns {
-			if _, err := os.Stat(filepath.Join(b.binDir, "coredns")); err != nil {
-				r.Fatalf("%v (make build)", err)
+			if _, err := os.Stat(filepath.Join(b.binDir, cmp.Or(c.binary, "coredns"))); err != nil {
+				r.Fatalf("%v (make bench builds it)", err)
 			}
 		}
 		if c.key == "istio" {

@@ -188,6 +188,17 @@ func (b *bench) targets(p func(string, ...any), sizes []int) {
 		}
 	}
 	row("ndots:5 external lookups: meshdns upstream queries ÷ Istio's ≤ 0.33", mesh/istio, mesh/istio <= 1.0/3, istio > 0)
+	for _, t := range []struct {
+		peer string
+		max  float64
+	}{{"istio", 1.25}, {"coredns-floor", 1.10}} {
+		lean, peer := b.find("meshdns-lean", sizes[0], "a"), b.find(t.peer, sizes[0], "a")
+		v := 0.0
+		if lean != nil && peer != nil {
+			v = lean.rss / peer.rss
+		}
+		row(fmt.Sprintf("%s: RSS of bin/meshdns ÷ %s ≤ %.2f", sizeLabel(sizes[0]), t.peer, t.max), v, v <= t.max, lean != nil && peer != nil)
+	}
 	for _, n := range sizes {
 		me, k := b.find("meshdns-k8s", n, "b"), b.find("kubernetes", n, "b")
 		have := me != nil && k != nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -22,13 +23,18 @@ import (
 type candidate struct {
 	key, title string
 	k8s        bool // serves from the API server
-	coredns    bool // a bin/coredns; pprof on its pprof port
-	servesSE   bool // knows the ServiceEntry hosts
+	coredns    bool // a CoreDNS build, from a Corefile
+	// binary is the CoreDNS build: bin/coredns (pprof on its pprof port)
+	// unless set; the lean ones have no pprof plugin.
+	binary   string
+	servesSE bool // knows the ServiceEntry hosts
 }
 
 var candidates = []candidate{
 	{key: "meshdns-file", title: "meshdns (file)", coredns: true, servesSE: true},
 	{key: "meshdns-k8s", title: "meshdns (kubernetes)", k8s: true, coredns: true, servesSE: true},
+	{key: "meshdns-lean", title: "bin/meshdns (file)", coredns: true, binary: "meshdns", servesSE: true},
+	{key: "coredns-floor", title: "CoreDNS bind+hosts", coredns: true, binary: "coredns-floor", servesSE: true},
 	{key: "hosts", title: "CoreDNS hosts", coredns: true, servesSE: true},
 	{key: "file", title: "CoreDNS file", coredns: true, servesSE: true},
 	{key: "kubernetes", title: "CoreDNS kubernetes", k8s: true, coredns: true},
@@ -50,20 +56,26 @@ func (b *bench) corefile(c candidate, d *dataset, port, pprofPort int) string {
 	search := strings.Join(searchDomains, " ")
 	var block string
 	switch c.key {
-	case "meshdns-file", "meshdns-k8s":
+	case "meshdns-file", "meshdns-k8s", "meshdns-lean":
 		src := "file " + d.table + " reload 0"
 		if c.key == "meshdns-k8s" {
 			src = "kubernetes " + b.cp.Kubeconfig + " {\n\t\t\tcluster bench\n\t\t}"
 		}
 		block = fmt.Sprintf("meshdns {\n\t\t%s\n\t\tnamespace %s\n\t\tsearch %s\n\t\tauthoritative cluster.local\n\t\tfallthrough\n\t}",
 			src, clientNS, search)
-	case "hosts":
+	case "hosts", "coredns-floor":
 		block = fmt.Sprintf("hosts %s {\n\t\tttl 30\n\t\treload 0\n\t\tno_reverse\n\t\tfallthrough\n\t}", d.hosts)
 	case "file":
 		block = fmt.Sprintf("file %s cluster.local {\n\t\treload 0\n\t}\n\tfile %s example {\n\t\treload 0\n\t}",
 			d.zones["cluster.local"], d.zones["example"])
 	case "kubernetes":
 		block = fmt.Sprintf("kubernetes cluster.local {\n\t\tkubeconfig %s\n\t\tttl 30\n\t}", b.cp.Kubeconfig)
+	}
+	switch c.binary {
+	case "meshdns":
+		return fmt.Sprintf(".:%d {\n\tbind 127.0.0.1\n\t%s\n\tforward . %s\n}\n", port, block, b.upstream)
+	case "coredns-floor": // no forward either: external names are SERVFAIL
+		return fmt.Sprintf(".:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port, block)
 	}
 	return fmt.Sprintf(".:%d {\n\tbind 127.0.0.1\n\tpprof 127.0.0.1:%d\n\t%s\n\tforward . %s\n}\n",
 		port, pprofPort, block, b.upstream)
@@ -88,8 +100,10 @@ func (b *bench) start(c candidate, d *dataset) (*server, error) {
 		if err := os.WriteFile(conf, []byte(b.corefile(c, d, port, pprofPort)), 0o644); err != nil {
 			return nil, err
 		}
-		argv = pinned(serverCPU, filepath.Join(b.binDir, "coredns"), "-conf", conf)
-		s.pprof = fmt.Sprintf("127.0.0.1:%d", pprofPort)
+		argv = pinned(serverCPU, filepath.Join(b.binDir, cmp.Or(c.binary, "coredns")), "-conf", conf)
+		if c.binary == "" {
+			s.pprof = fmt.Sprintf("127.0.0.1:%d", pprofPort)
+		}
 	case c.key == "istio":
 		// Istio's proxy reads upstreams and search domains from
 		// /etc/resolv.conf only: give it the pod's in a mount namespace.
