@@ -446,7 +446,7 @@ func check(c candidate, addr string, d *dataset) error {
 			continue
 		}
 		if h.wildcard {
-			if c.key == "hosts" || c.key == "floor" {
+			if c.key == "hosts" || c.key == "floor" || c.key == "coredns-floor" {
 				continue // no wildcards in hosts(5)
 			}
 			name = "check." + strings.TrimPrefix(name, "*.")
