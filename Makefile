@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO    ?= go
 
-PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go') go.mod go.sum
+PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go' -not -path 'cmd/package/*' -not -path 'cmd/meshdns-setup/*') go.mod go.sum
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test/istio/go.sum
 
@@ -52,7 +52,7 @@ vet:
 test-unit: bin/coredns
 	$(GO) test -race -count=1 ./...
 
-test-integration: bin/coredns test-binaries istio-binaries
+test-integration: bin/coredns bin/meshdns test-binaries istio-binaries
 	cd test && $(GO) test -count=1 -timeout 30m ./...
 
 ## test-package: the .deb and .tar.gz built and read back (paths, modes, conffiles, scripts, the lean binary), and

@@ -11,8 +11,8 @@ import (
 )
 
 // TestSystemdUnit checks docs/vm/meshdns.service with systemd-analyze
-// verify, with ExecStart pointing at the built bin/coredns instead of the
-// path docs/vm.md installs it to. A missing systemd-analyze fails the test.
+// verify, with ExecStart pointing at the built bin/meshdns instead of the
+// path the package installs it to. A missing systemd-analyze fails the test.
 func TestSystemdUnit(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
@@ -22,11 +22,15 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const installed = "ExecStart=/usr/local/bin/meshdns-coredns "
+	const installed = "ExecStart=/usr/bin/meshdns "
 	if n := strings.Count(string(unit), installed); n != 1 {
-		t.Fatalf("docs/vm/meshdns.service: %q occurs %d times, want once (docs/vm.md installs the binary there)", installed, n)
+		t.Fatalf("docs/vm/meshdns.service: %q occurs %d times, want once (the package installs the binary there)", installed, n)
 	}
-	good := strings.Replace(string(unit), installed, "ExecStart="+harness.CoreDNSBinary(t)+" ", 1)
+	bin := filepath.Join(filepath.Dir(harness.CoreDNSBinary(t)), "meshdns")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("bin/meshdns, the binary the unit runs, is needed (make build): %v", err)
+	}
+	good := strings.Replace(string(unit), installed, "ExecStart="+bin+" ", 1)
 
 	verify := func(t *testing.T, unit string) (string, error) {
 		t.Helper()
@@ -51,7 +55,7 @@ func TestSystemdUnit(t *testing.T) {
 	for _, c := range []struct{ name, old, new string }{
 		{"misspelt key", "NoNewPrivileges=yes", "NoNewPrivilege=yes"},
 		{"bad value", "Restart=always", "Restart=sometimes"},
-		{"missing binary", "ExecStart=" + harness.CoreDNSBinary(t), "ExecStart=/nonexistent/meshdns-coredns"},
+		{"missing binary", "ExecStart=" + bin, "ExecStart=/nonexistent/meshdns"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if !strings.Contains(good, c.old) {
