@@ -46,14 +46,24 @@ func Parallel(n, workers int, f func(i int) error) error {
 	return first
 }
 
-// SetAffinity sets the CPU affinity of every thread of pid. Threads created
-// later inherit it from their creator; the thread list is read again until
-// no new thread shows up.
+// SetAffinity sets the CPU affinity of every thread of pid.
 func SetAffinity(pid int, cpus ...int) error {
 	var set unix.CPUSet
 	for _, c := range cpus {
 		set.Set(c)
 	}
+	return eachThread(pid, "affinity", func(tid int) error { return unix.SchedSetaffinity(tid, &set) })
+}
+
+// SetNice sets the nice value of every thread of pid.
+func SetNice(pid, nice int) error {
+	return eachThread(pid, "nice", func(tid int) error { return unix.Setpriority(unix.PRIO_PROCESS, tid, nice) })
+}
+
+// eachThread calls set for every thread of pid. Threads created later
+// inherit what set set from their creator; the thread list is read again
+// until no new thread shows up.
+func eachThread(pid int, what string, set func(tid int) error) error {
 	done := map[int]bool{}
 	for {
 		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
@@ -67,8 +77,8 @@ func SetAffinity(pid int, cpus ...int) error {
 				continue
 			}
 			found = true
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("affinity of thread %d of %d: %w", tid, pid, err)
+			if err := set(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("%s of thread %d of %d: %w", what, tid, pid, err)
 			}
 			done[tid] = true
 		}

@@ -6,7 +6,6 @@ package lifecycle
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
 
 	"github.com/meshdns/meshdns/test/harness"
 )
@@ -193,10 +191,10 @@ func TestReloadUpgradeRestart(t *testing.T) {
 		})
 	}
 	// The load too: a stalled sender catches up in a burst.
-	if err := setNice(os.Getpid(), -10); err != nil {
+	if err := harness.SetNice(os.Getpid(), -10); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = setNice(os.Getpid(), 0) })
+	t.Cleanup(func() { _ = harness.SetNice(os.Getpid(), 0) })
 
 	svc := &service{t: t, sd: sd, vm: vm, postinst: postinst}
 	t.Cleanup(func() {
@@ -494,32 +492,5 @@ func (s *service) waitTTL(want int, timeout time.Duration) {
 			s.t.Fatalf("TTL %d after %s, want %d", got, timeout, want)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// setNice sets the nice value of every thread of pid, as SetAffinity sets
-// their CPUs: threads started later inherit it from theirs.
-func setNice(pid, nice int) error {
-	done := map[int]bool{}
-	for {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if err != nil {
-			return err
-		}
-		found := false
-		for _, task := range tasks {
-			tid, err := strconv.Atoi(task.Name())
-			if err != nil || done[tid] {
-				continue
-			}
-			found = true
-			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("nice of thread %d of %d: %w", tid, pid, err)
-			}
-			done[tid] = true
-		}
-		if !found {
-			return nil
-		}
 	}
 }
