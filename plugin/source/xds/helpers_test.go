@@ -421,8 +421,11 @@ func (c *fakeCA) CreateCertificate(ctx context.Context, req *securityapi.IstioCe
 		return nil, grpcstatus.Errorf(codes.InvalidArgument, "CSR: %v", err)
 	}
 	call.san = csr.URIs[0].String()
+	// Decided before the call is reported, so a test that flips fail after
+	// seeing a call does not change that call's answer.
+	refuse := c.fail.Load() || (auth == "" && peer == "")
 	c.calls <- call
-	if c.fail.Load() || (auth == "" && peer == "") {
+	if refuse {
 		return nil, grpcstatus.Error(codes.Unauthenticated, "refused")
 	}
 	life := time.Hour
