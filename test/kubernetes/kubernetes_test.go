@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	istiometa "istio.io/api/meta/v1alpha1"
 	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -128,6 +129,29 @@ func TestKubernetesSource(t *testing.T) {
 		expect(t, mesh.Addr, "legacy.example.com", dns.TypeA, "10.4.0.1")
 		a.UpdateWorkloadEntryLabels("vm", "vm2", map[string]string{"app": "legacy"})
 		expect(t, mesh.Addr, "legacy.example.com", dns.TypeA, "10.4.0.1 10.4.0.2")
+	})
+
+	// Istio's rule: a WorkloadEntry with health checks is served only while
+	// its Healthy condition is True, one without them always.
+	t.Run("WorkloadEntry health", func(t *testing.T) {
+		a := on(t)
+		se := serviceEntry("vm", "checked", staticRes, []string{"checked.example.com"})
+		se.Labels = map[string]string{"networking.istio.io/enable-autoallocate-ip": "false"}
+		se.Spec.WorkloadSelector = &apinetworking.WorkloadSelector{Labels: map[string]string{"app": "checked"}}
+		a.ServiceEntry(se)
+		// The probed one first: one watch delivers them in order, so once the
+		// plain one answers, the probed one was seen and left out.
+		probed := om("vm", "probed")
+		probed.Annotations = map[string]string{"proxy.istio.io/health-checks-enabled": "true"}
+		a.WorkloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: probed,
+			Spec: apinetworking.WorkloadEntry{Address: "10.4.1.2", Labels: map[string]string{"app": "checked"}}})
+		a.WorkloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("vm", "plain"),
+			Spec: apinetworking.WorkloadEntry{Address: "10.4.1.1", Labels: map[string]string{"app": "checked"}}})
+		expect(t, mesh.Addr, "checked.example.com", dns.TypeA, "10.4.1.1")
+		setHealthy(a, "vm", "probed", "True")
+		expect(t, mesh.Addr, "checked.example.com", dns.TypeA, "10.4.1.1 10.4.1.2")
+		setHealthy(a, "vm", "probed", "False")
+		expect(t, mesh.Addr, "checked.example.com", dns.TypeA, "10.4.1.1")
 	})
 
 	t.Run("ServiceEntries merged", func(t *testing.T) {
@@ -305,4 +329,19 @@ func TestKubernetesSource(t *testing.T) {
 		a.DeleteService("shop", "web")
 		expectA(t, mesh.Addr, "web.shop.svc.cluster.local", "192.0.2.99", "NODATA")
 	})
+}
+
+// setHealthy writes a WorkloadEntry's Healthy condition, as istiod does
+// from its agent's probes.
+func setHealthy(a *harness.API, ns, name, status string) {
+	a.T.Helper()
+	c := a.CP.Istio.NetworkingV1().WorkloadEntries(ns)
+	cur, err := c.Get(a.Ctx, name, metav1.GetOptions{})
+	if err != nil {
+		a.T.Fatalf("get workload entry %s/%s: %v", ns, name, err)
+	}
+	cur.Status.Conditions = []*istiometa.IstioCondition{{Type: "Healthy", Status: status}}
+	if _, err := c.UpdateStatus(a.Ctx, cur, metav1.UpdateOptions{}); err != nil {
+		a.T.Fatalf("set workload entry %s/%s Healthy %s: %v", ns, name, status, err)
+	}
 }

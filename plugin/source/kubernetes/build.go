@@ -121,12 +121,13 @@ func olderFirst(a, b *serviceEntry) int {
 }
 
 // externalEntry merges the ServiceEntries of one namespace that have host.
-// wes are the WorkloadEntries of that namespace; alloc the addresses meshdns
-// allocated itself.
-func externalEntry(host string, ses []*serviceEntry, wes []*workloadEntry, alloc map[allocKey][]netip.Addr) table.Entry {
+// selected gives the WorkloadEntries of that namespace a selector selects;
+// allocated the addresses meshdns allocated itself.
+func externalEntry(host string, ses []*serviceEntry, selected func(map[string]string) []*workloadEntry,
+	allocated func(allocKey) []netip.Addr) table.Entry {
 	e := table.Entry{Host: host, Registry: table.External}
 	for _, se := range ses {
-		e.Addrs = append(e.Addrs, entryAddrs(se, host, wes, alloc[allocKey{se.key(), host}])...)
+		e.Addrs = append(e.Addrs, entryAddrs(se, host, selected, allocated(allocKey{se.key(), host}))...)
 		e.Ports = append(e.Ports, se.ports...)
 	}
 	e.Addrs = sortAddrs(e.Addrs)
@@ -137,8 +138,9 @@ func externalEntry(host string, ses []*serviceEntry, wes []*workloadEntry, alloc
 
 // entryAddrs are the addresses one ServiceEntry gives host, in istiod's order
 // of preference: spec.addresses, then status.addresses (istiod's allocation),
-// then meshdns's own allocation, then for NONE and STATIC the endpoint IPs.
-func entryAddrs(se *serviceEntry, host string, wes []*workloadEntry, allocated []netip.Addr) []netip.Addr {
+// then meshdns's own allocation, then for NONE and STATIC the endpoint IPs:
+// spec.endpoints, or the healthy WorkloadEntries its selector selects.
+func entryAddrs(se *serviceEntry, host string, selected func(map[string]string) []*workloadEntry, allocated []netip.Addr) []netip.Addr {
 	if se.specAddrs {
 		return se.addrs
 	}
@@ -155,8 +157,8 @@ func entryAddrs(se *serviceEntry, host string, wes []*workloadEntry, allocated [
 		return se.endpoints
 	}
 	var out []netip.Addr
-	for _, we := range wes {
-		if we.addr.IsValid() && matches(se.selector, we.labels) {
+	for _, we := range selected(se.selector) {
+		if we.addr.IsValid() && !we.unhealthy {
 			out = append(out, we.addr)
 		}
 	}

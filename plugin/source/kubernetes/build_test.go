@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -86,6 +87,12 @@ func TestEntryAddrs(t *testing.T) {
 		{ns: "shop", labels: map[string]string{"app": "db", "v": "2"}, addr: netip.MustParseAddr("10.2.0.2")},
 		{ns: "shop", labels: map[string]string{"app": "web"}, addr: netip.MustParseAddr("10.2.0.3")},
 		{ns: "shop", labels: map[string]string{"app": "db"}}, // a DNS name: no address
+		{ns: "shop", labels: map[string]string{"app": "db"}, addr: netip.MustParseAddr("10.2.0.4"), unhealthy: true},
+	}
+	x := newWorkloadIndex()
+	for i, we := range wes {
+		we.name = fmt.Sprint("we-", i)
+		x.put(we)
 	}
 	status := []hostAddr{{host: host, addr: netip.MustParseAddr("240.240.0.5")}, {host: "other.example.com", addr: netip.MustParseAddr("240.240.0.6")}}
 	tests := []struct {
@@ -101,12 +108,18 @@ func TestEntryAddrs(t *testing.T) {
 		{"allocated", serviceEntry{resolution: apinetworking.ServiceEntry_DNS}, addrs("240.240.1.1"), addrs("240.240.1.1")},
 		{"DNS: nothing", serviceEntry{resolution: apinetworking.ServiceEntry_DNS, endpoints: addrs("10.0.0.1")}, nil, nil},
 		{"NONE: endpoints", serviceEntry{resolution: apinetworking.ServiceEntry_NONE, endpoints: addrs("10.0.0.1")}, nil, addrs("10.0.0.1")},
-		{"STATIC: selected WorkloadEntries", serviceEntry{resolution: apinetworking.ServiceEntry_STATIC, selector: map[string]string{"app": "db"}},
+		{"STATIC: selected healthy WorkloadEntries", serviceEntry{resolution: apinetworking.ServiceEntry_STATIC, selector: map[string]string{"app": "db"}},
 			nil, addrs("10.2.0.1", "10.2.0.2")},
+		{"STATIC: two labels", serviceEntry{resolution: apinetworking.ServiceEntry_STATIC, selector: map[string]string{"app": "db", "v": "2"}},
+			nil, addrs("10.2.0.2")},
+		{"STATIC: empty selector selects all", serviceEntry{resolution: apinetworking.ServiceEntry_STATIC, selector: map[string]string{}},
+			nil, addrs("10.2.0.1", "10.2.0.2", "10.2.0.3")},
+		{"STATIC: selects nothing", serviceEntry{resolution: apinetworking.ServiceEntry_STATIC, selector: map[string]string{"app": "cache"}},
+			nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := entryAddrs(&tt.se, host, wes, tt.allocated); !slices.Equal(got, tt.want) {
+			if got := sortAddrs(entryAddrs(&tt.se, host, x.selected, tt.allocated)); !slices.Equal(got, tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
@@ -118,7 +131,7 @@ func TestExternalEntryMerges(t *testing.T) {
 		{ns: "shop", name: "a", specAddrs: true, addrs: addrs("192.0.2.2", "192.0.2.1"), ports: []table.Port{{Name: "http", Number: 80}}},
 		{ns: "shop", name: "b", specAddrs: true, addrs: addrs("192.0.2.1", "192.0.2.3"), ports: []table.Port{{Name: "http", Number: 80}, {Name: "dns", Number: 53, Protocol: table.UDP}}},
 	}
-	got := externalEntry("api.example.com", ses, nil, nil)
+	got := externalEntry("api.example.com", ses, nil, func(allocKey) []netip.Addr { return nil })
 	want := table.Entry{Host: "api.example.com", Registry: table.External, Addrs: addrs("192.0.2.1", "192.0.2.2", "192.0.2.3"),
 		Ports: []table.Port{{Name: "dns", Number: 53, Protocol: table.UDP}, {Name: "http", Number: 80}}}
 	if !equalEntry(got, want) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,13 @@ import (
 
 // exportToAnnotation is Istio's visibility annotation on Services.
 const exportToAnnotation = "networking.istio.io/exportTo"
+
+// healthChecksAnnotation turns on health checks for a WorkloadEntry: it is
+// then served only while its status has the condition Healthy True.
+const (
+	healthChecksAnnotation = "proxy.istio.io/health-checks-enabled"
+	healthyCondition       = "Healthy"
+)
 
 // autoAllocateLabel opts a ServiceEntry out of address allocation, as in istiod.
 const autoAllocateLabel = "networking.istio.io/enable-autoallocate-ip"
@@ -149,6 +157,7 @@ type workloadEntry struct {
 	ns, name, version string
 	labels            map[string]string
 	addr              netip.Addr // invalid when the address is not an IP
+	unhealthy         bool       // health checks enabled and not Healthy: not served
 }
 
 func (se *serviceEntry) key() string { return se.ns + "/" + se.name }
@@ -356,11 +365,26 @@ func convertWorkloadEntry(we *networkingv1.WorkloadEntry) *workloadEntry {
 	for k, v := range we.Spec.Labels {
 		labels[k] = v
 	}
-	out := &workloadEntry{ns: we.Namespace, name: we.Name, version: we.ResourceVersion, labels: labels}
+	out := &workloadEntry{ns: we.Namespace, name: we.Name, version: we.ResourceVersion, labels: labels, unhealthy: !healthy(we)}
 	if a, err := netip.ParseAddr(we.Spec.Address); err == nil {
 		out.addr = a.Unmap()
 	}
 	return out
+}
+
+// healthy is istiod's rule: a WorkloadEntry without health checks is always
+// healthy; with them, only while its Healthy condition is True, so a new one
+// waits for its first probe.
+func healthy(we *networkingv1.WorkloadEntry) bool {
+	if on, err := strconv.ParseBool(we.Annotations[healthChecksAnnotation]); err != nil || !on {
+		return true
+	}
+	for _, c := range we.Status.Conditions {
+		if c.GetType() == healthyCondition {
+			return c.GetStatus() == "True"
+		}
+	}
+	return false
 }
 
 // parseAddrOrCIDR parses an address or a CIDR; ok is false for a CIDR wider

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	istiometa "istio.io/api/meta/v1alpha1"
 	apinetworking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -275,6 +276,45 @@ func TestConvertWorkloadEntry(t *testing.T) {
 	we.Spec.Address = "vm1.example.com"
 	if got := convertWorkloadEntry(we); got.addr.IsValid() {
 		t.Errorf("a DNS name gave address %v", got.addr)
+	}
+}
+
+// Istio's rule: with health checks enabled (a true annotation, as
+// strconv.ParseBool reads it), a WorkloadEntry is served only while its
+// Healthy condition is True; without them, always.
+func TestConvertWorkloadEntryHealth(t *testing.T) {
+	healthy := func(status string) []*istiometa.IstioCondition {
+		return []*istiometa.IstioCondition{{Type: "Reconciled", Status: "True"}, {Type: "Healthy", Status: status}}
+	}
+	tests := []struct {
+		name       string
+		annotation string
+		conditions []*istiometa.IstioCondition
+		unhealthy  bool
+	}{
+		{"no annotation, no condition", "", nil, false},
+		{"no annotation, Healthy False", "", healthy("False"), false},
+		{"checks off", "false", healthy("False"), false},
+		{"annotation not a bool", "yes", healthy("False"), false},
+		{"checks on, no condition yet", "true", nil, true},
+		{"checks on, another condition only", "true", []*istiometa.IstioCondition{{Type: "Reconciled", Status: "True"}}, true},
+		{"checks on, Healthy True", "true", healthy("True"), false},
+		{"checks on (1), Healthy True", "1", healthy("True"), false},
+		{"checks on, Healthy False", "TRUE", healthy("False"), true},
+		{"checks on, Healthy Unknown", "true", healthy("Unknown"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			we := &networkingv1.WorkloadEntry{ObjectMeta: metav1.ObjectMeta{Namespace: "vm", Name: "vm1"},
+				Spec: apinetworking.WorkloadEntry{Address: "10.2.0.1"}}
+			if tt.annotation != "" {
+				we.Annotations = map[string]string{healthChecksAnnotation: tt.annotation}
+			}
+			we.Status.Conditions = tt.conditions
+			if got := convertWorkloadEntry(we).unhealthy; got != tt.unhealthy {
+				t.Errorf("unhealthy = %v, want %v", got, tt.unhealthy)
+			}
+		})
 	}
 }
 

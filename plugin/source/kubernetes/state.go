@@ -22,13 +22,20 @@ type scope struct {
 // state holds the objects of one cluster, already converted; it is the
 // source's only copy of them (newWatch). Each change recomputes only the
 // hosts it touches and sends them to the sink, which tells apart what
-// changed.
+// changed. Indexes keep that work to what the change touches: a
+// WorkloadEntry finds the ServiceEntries that select it by its labels, a
+// host the WorkloadEntries it selects by its selector's labels, and the
+// allocator moves only the addresses a ServiceEntry's probes cross.
 type state struct {
 	scope  scope
 	sink   source.Sink
 	suffix string // ".svc.<domain>"
 
+	// mu guards the objects; sendMu keeps the sink's updates in the order
+	// of the changes once mu is released, so that the table's update does
+	// not hold up the next event (flush).
 	mu       sync.Mutex
+	sendMu   sync.Mutex
 	synced   bool
 	services *serviceSet                // by "<name>.<namespace>"
 	slices   map[string]*endpointSlice  // by slice "ns/name"
@@ -36,24 +43,28 @@ type state struct {
 	ses      map[string]*serviceEntry   // by "ns/name"
 	sesOf    map[string]map[string]bool // host -> ServiceEntry keys
 	wes      map[string]*workloadEntry  // by "ns/name"
-	alloc    map[allocKey][]netip.Addr  // meshdns's own allocation
+	wesIn    map[string]*workloadIndex  // by namespace
+	selIn    map[string]*selectorIndex  // by namespace: ServiceEntries with a workload selector
+	alloc    *allocator                 // meshdns's own allocation; nil without auto_allocate
 }
 
 func newState(sc scope, sink source.Sink) *state {
-	return &state{
+	st := &state{
 		scope: sc, sink: sink, suffix: ".svc." + sc.domain,
 		services: newServiceSet(),
 		slices:   map[string]*endpointSlice{}, slicesOf: map[string]map[string]bool{},
 		ses: map[string]*serviceEntry{}, sesOf: map[string]map[string]bool{},
-		wes:   map[string]*workloadEntry{},
-		alloc: map[allocKey][]netip.Addr{},
+		wes: map[string]*workloadEntry{}, wesIn: map[string]*workloadIndex{}, selIn: map[string]*selectorIndex{},
 	}
+	if sc.autoAllocate {
+		st.alloc = newAllocator()
+	}
+	return st
 }
 
 // setService stores or, when s is nil, removes the Service ns/name.
 func (st *state) setService(ns, name string, s *service) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if s == nil {
 		st.services.del(name + "." + ns)
 	} else {
@@ -73,7 +84,6 @@ func (st *state) serviceAt(host string) *service {
 // setSlice stores or, when s is nil, removes the EndpointSlice key.
 func (st *state) setSlice(key string, s *endpointSlice) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	affected := map[string]bool{}
 	if old := st.slices[key]; old != nil {
 		host := st.sliceHost(old)
@@ -104,14 +114,21 @@ func (st *state) sliceHost(s *endpointSlice) string {
 // setServiceEntry stores or, when se is nil, removes the ServiceEntry key.
 func (st *state) setServiceEntry(key string, se *serviceEntry) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	affected := map[string]bool{}
-	if old := st.ses[key]; old != nil {
+	old := st.ses[key]
+	if old != nil {
 		for _, h := range old.hosts {
 			affected[h] = true
 			delete(st.sesOf[h], key)
 			if len(st.sesOf[h]) == 0 {
 				delete(st.sesOf, h)
+			}
+		}
+		if old.selector != nil {
+			x := st.selIn[old.ns]
+			x.del(old)
+			if x.isEmpty() {
+				delete(st.selIn, old.ns)
 			}
 		}
 		delete(st.ses, key)
@@ -124,47 +141,62 @@ func (st *state) setServiceEntry(key string, se *serviceEntry) {
 			}
 			st.sesOf[h][key] = true
 		}
+		if se.selector != nil {
+			if st.selIn[se.ns] == nil {
+				st.selIn[se.ns] = newSelectorIndex()
+			}
+			st.selIn[se.ns].put(se)
+		}
 		st.ses[key] = se
 	}
-	// An allocation depends on every other entry: hosts whose address moved
-	// are affected too. Before the initial sync, sync allocates once.
-	if st.scope.autoAllocate && st.synced {
-		alloc := allocate(slices.Collect(maps.Values(st.ses)))
-		for k, a := range alloc {
-			if !slices.Equal(st.alloc[k], a) {
-				affected[k.host] = true
-			}
+	// An allocation may move others' addresses: their hosts change too.
+	if st.alloc != nil {
+		for _, k := range st.alloc.update(old, se) {
+			affected[k.host] = true
 		}
-		for k := range st.alloc {
-			if _, ok := alloc[k]; !ok {
-				affected[k.host] = true
-			}
-		}
-		st.alloc = alloc
 	}
 	st.flush(affected)
 }
 
 // setWorkloadEntry stores or, when we is nil, removes the WorkloadEntry key.
+// The hosts it changes are those of the ServiceEntries that select it
+// before or after.
 func (st *state) setWorkloadEntry(key string, we *workloadEntry) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	ns, _, _ := strings.Cut(key, "/")
-	if we == nil {
-		delete(st.wes, key)
-	} else {
+	old := st.wes[key]
+	if old != nil && we != nil && old.addr == we.addr && old.unhealthy == we.unhealthy && maps.Equal(old.labels, we.labels) {
 		st.wes[key] = we
-	}
-	if !st.synced {
-		return
+		st.wesIn[we.ns].put(we)
+		st.mu.Unlock()
+		return // a new resource version that DNS does not see
 	}
 	affected := map[string]bool{}
-	for _, se := range st.ses {
-		if se.ns == ns && se.selector != nil {
-			for _, h := range se.hosts {
-				affected[h] = true
-			}
+	for _, w := range []*workloadEntry{old, we} {
+		if w == nil {
+			continue
 		}
+		if x := st.selIn[w.ns]; x != nil {
+			x.selecting(w.labels, func(se *serviceEntry) {
+				for _, h := range se.hosts {
+					affected[h] = true
+				}
+			})
+		}
+	}
+	if old != nil {
+		x := st.wesIn[old.ns]
+		x.del(old)
+		if len(x.all) == 0 {
+			delete(st.wesIn, old.ns)
+		}
+		delete(st.wes, key)
+	}
+	if we != nil {
+		if st.wesIn[we.ns] == nil {
+			st.wesIn[we.ns] = newWorkloadIndex()
+		}
+		st.wesIn[we.ns].put(we)
+		st.wes[key] = we
 	}
 	st.flush(affected)
 }
@@ -172,17 +204,16 @@ func (st *state) setWorkloadEntry(key string, we *workloadEntry) {
 // sync marks the initial list as loaded and gives the sink the full state.
 func (st *state) sync() {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.synced = true
-	if st.scope.autoAllocate {
-		st.alloc = allocate(slices.Collect(maps.Values(st.ses)))
-	}
 	var entries []table.Entry
 	for _, h := range st.hosts() {
 		if e, ok := st.build(h); ok {
 			entries = append(entries, e)
 		}
 	}
+	st.sendMu.Lock()
+	st.mu.Unlock()
+	defer st.sendMu.Unlock()
 	st.sink.Replace(entries, nil)
 }
 
@@ -200,10 +231,13 @@ func (st *state) hosts() []string {
 	return hosts
 }
 
-// flush sends the sink the entries of affected hosts: a host with no entry
-// is deleted. The sink leaves alone what did not change.
+// flush builds the entries of affected hosts, with st.mu held, and sends
+// them to the sink: a host with no entry is deleted. The sink leaves alone
+// what did not change. It releases st.mu before the sink's work, holding
+// sendMu instead so that updates reach the sink in order.
 func (st *state) flush(affected map[string]bool) {
 	if !st.synced {
+		st.mu.Unlock()
 		return
 	}
 	var upserts []table.Entry
@@ -215,6 +249,9 @@ func (st *state) flush(affected map[string]bool) {
 			deletes = append(deletes, h)
 		}
 	}
+	st.sendMu.Lock()
+	st.mu.Unlock()
+	defer st.sendMu.Unlock()
 	if len(upserts) > 0 || len(deletes) > 0 {
 		st.sink.Apply(upserts, deletes)
 	}
@@ -245,15 +282,27 @@ func (st *state) build(host string) (table.Entry, bool) {
 		st.sink.Reject("ServiceEntry "+se.key(), "host_conflict",
 			fmt.Errorf("host %s is already defined in namespace %s", host, win[0].ns))
 	}
-	var wes []*workloadEntry
-	for _, we := range st.wes {
-		if we.ns == win[0].ns {
-			wes = append(wes, we)
-		}
-	}
-	e := externalEntry(host, win, wes, st.alloc)
+	e := externalEntry(host, win, st.selected(win[0].ns), st.allocated)
 	// A ServiceEntry with no address is left to upstream DNS, as in Istio.
 	return e, len(e.Addrs) > 0
+}
+
+// selected returns what a selector selects among ns's WorkloadEntries.
+func (st *state) selected(ns string) func(selector map[string]string) []*workloadEntry {
+	return func(selector map[string]string) []*workloadEntry {
+		if x := st.wesIn[ns]; x != nil {
+			return x.selected(selector)
+		}
+		return nil
+	}
+}
+
+// allocated returns meshdns's own addresses for key.
+func (st *state) allocated(key allocKey) []netip.Addr {
+	if st.alloc == nil {
+		return nil
+	}
+	return st.alloc.addrs(key)
 }
 
 // knownObjects is what the state holds of one kind in one namespace ("" for

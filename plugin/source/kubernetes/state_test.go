@@ -1,10 +1,14 @@
 package kubernetes
 
 import (
+	"math/rand/v2"
+	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	apinetworking "istio.io/api/networking/v1alpha3"
 
@@ -21,6 +25,7 @@ type recorder struct {
 	has      map[string]table.Entry
 	replaced [][]table.Entry
 	applies  []apply
+	asked    []string // every host of every Apply, changed or not
 	rejects  []string
 	up       []bool
 	synced   bool
@@ -47,6 +52,10 @@ func (r *recorder) Apply(u []table.Entry, d []string) {
 		r.has = map[string]table.Entry{}
 	}
 	var a apply
+	for _, e := range u {
+		r.asked = append(r.asked, e.Host)
+	}
+	r.asked = append(r.asked, d...)
 	for _, e := range u {
 		if old, ok := r.has[e.Host]; !ok || !reflect.DeepEqual(old, e) {
 			r.has[e.Host] = e
@@ -200,13 +209,159 @@ func TestStateAutoAllocate(t *testing.T) {
 	}
 }
 
-// Entries listed before the initial sync are allocated at the sync, once.
+// A WorkloadEntry event rebuilds the hosts of the ServiceEntries that
+// select it before or after, and no others; what DNS does not see rebuilds
+// nothing.
+func TestStateWorkloadEntryRebuildsItsHosts(t *testing.T) {
+	rec := &recorder{}
+	st := newState(scope{domain: "cluster.local"}, rec)
+	static := apinetworking.ServiceEntry_STATIC
+	for _, se := range []*serviceEntry{
+		{ns: "vm", name: "a", hosts: []string{"a.example.com"}, resolution: static, selector: map[string]string{"app": "a"}},
+		{ns: "vm", name: "b", hosts: []string{"b.example.com", "b2.example.com"}, resolution: static, selector: map[string]string{"app": "b"}},
+		{ns: "vm", name: "b1", hosts: []string{"b1.example.com"}, resolution: static, selector: map[string]string{"app": "b", "v": "1"}},
+		{ns: "vm", name: "all", hosts: []string{"all.example.com"}, resolution: static, selector: map[string]string{}},
+		{ns: "other", name: "a", hosts: []string{"a.other.example.com"}, resolution: static, selector: map[string]string{"app": "a"}},
+		{ns: "vm", name: "fixed", hosts: []string{"fixed.example.com"}, resolution: static, endpoints: addrs("10.9.0.1")},
+	} {
+		st.setServiceEntry(se.key(), se)
+	}
+	st.sync()
+	we := func(app, v string, addr string, unhealthy bool) *workloadEntry {
+		return &workloadEntry{ns: "vm", name: "w1", labels: map[string]string{"app": app, "v": v}, addr: addrs(addr)[0], unhealthy: unhealthy}
+	}
+	tests := []struct {
+		name  string
+		we    *workloadEntry
+		asked []string
+		addrs map[string][]netip.Addr // what the recorder holds after, for these hosts
+	}{
+		{"added", we("a", "0", "10.2.0.1", false), []string{"a.example.com", "all.example.com"},
+			map[string][]netip.Addr{"a.example.com": addrs("10.2.0.1"), "all.example.com": addrs("10.2.0.1")}},
+		{"new version, same labels, address and health", we("a", "0", "10.2.0.1", false), nil, nil},
+		{"labels move it", we("b", "1", "10.2.0.1", false),
+			[]string{"a.example.com", "all.example.com", "b.example.com", "b1.example.com", "b2.example.com"},
+			map[string][]netip.Addr{"a.example.com": nil, "b.example.com": addrs("10.2.0.1"), "b1.example.com": addrs("10.2.0.1")}},
+		{"address changes", we("b", "1", "10.2.0.2", false),
+			[]string{"all.example.com", "b.example.com", "b1.example.com", "b2.example.com"},
+			map[string][]netip.Addr{"b2.example.com": addrs("10.2.0.2"), "all.example.com": addrs("10.2.0.2")}},
+		{"unhealthy", we("b", "1", "10.2.0.2", true),
+			[]string{"all.example.com", "b.example.com", "b1.example.com", "b2.example.com"},
+			map[string][]netip.Addr{"b.example.com": nil, "all.example.com": nil}},
+		{"deleted", nil, []string{"all.example.com", "b.example.com", "b1.example.com", "b2.example.com"},
+			map[string][]netip.Addr{"b.example.com": nil, "fixed.example.com": addrs("10.9.0.1")}},
+	}
+	for _, tt := range tests {
+		rec.asked = nil
+		st.setWorkloadEntry("vm/w1", tt.we)
+		slices.Sort(rec.asked)
+		if !slices.Equal(rec.asked, tt.asked) {
+			t.Errorf("%s: rebuilt %v, want %v", tt.name, rec.asked, tt.asked)
+		}
+		for h, want := range tt.addrs {
+			if got := rec.has[h].Addrs; !slices.Equal(got, want) {
+				t.Errorf("%s: %s answers %v, want %v", tt.name, h, got, want)
+			}
+		}
+	}
+}
+
+// Random changes to ServiceEntries and WorkloadEntries, applied one by one
+// as events, leave the sink with what a state built from scratch from the
+// same objects gives: the indexes and the allocation find every host an
+// event changes.
+func TestStateEventsEqualFullBuild(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	randomLabels := func() map[string]string {
+		l := map[string]string{}
+		for _, k := range []string{"app", "v"} {
+			if rng.IntN(4) > 0 {
+				l[k] = pick("a", "b", "1")
+			}
+		}
+		return l
+	}
+	randomSE := func(ns, name string) *serviceEntry {
+		se := &serviceEntry{ns: ns, name: name, created: time.Unix(int64(rng.IntN(3)), 0),
+			hosts:      []string{pick("x.example.com", "y.example.com", "z") + map[bool]string{true: "", false: ".example.com"}[rng.IntN(2) == 0]},
+			resolution: []apinetworking.ServiceEntry_Resolution{apinetworking.ServiceEntry_STATIC, apinetworking.ServiceEntry_NONE, apinetworking.ServiceEntry_DNS}[rng.IntN(3)],
+			ports:      []table.Port{{Name: "http", Number: 80}}}
+		if strings.HasPrefix(se.hosts[0], "z") {
+			se.hosts[0] = "z." + ns + ".svc.cluster.local"
+		}
+		switch rng.IntN(5) {
+		case 0:
+			se.endpoints = addrs("10.9.0.1")
+		case 1:
+			se.status = []hostAddr{{addr: addrs("240.240.0.9")[0]}}
+		default:
+			se.selector = randomLabels()
+		}
+		return se
+	}
+	for run := range 40 {
+		sc := scope{domain: "cluster.local", autoAllocate: run%2 == 1}
+		if run%4 == 2 {
+			sc.namespace = "vm"
+		}
+		rec := &recorder{}
+		st := newState(sc, rec)
+		ses := map[string]*serviceEntry{}
+		wes := map[string]*workloadEntry{}
+		for step := range 200 {
+			if step == 20 {
+				st.sync()
+			}
+			ns := pick("vm", "other")
+			if rng.IntN(3) == 0 {
+				key := ns + "/se-" + pick("1", "2", "3")
+				var se *serviceEntry
+				if ses[key] == nil || rng.IntN(3) > 0 {
+					se = randomSE(ns, strings.TrimPrefix(key, ns+"/"))
+					ses[key] = se
+				} else {
+					delete(ses, key)
+				}
+				st.setServiceEntry(key, se)
+			} else {
+				key := ns + "/we-" + pick("1", "2", "3", "4", "5")
+				var we *workloadEntry
+				if wes[key] == nil || rng.IntN(4) > 0 {
+					we = &workloadEntry{ns: ns, name: strings.TrimPrefix(key, ns+"/"), labels: randomLabels(),
+						addr: addrs(pick("10.2.0.1", "10.2.0.2", "10.2.0.3"))[0], unhealthy: rng.IntN(4) == 0}
+					wes[key] = we
+				} else {
+					delete(wes, key)
+				}
+				st.setWorkloadEntry(key, we)
+			}
+			if step < 20 {
+				continue
+			}
+			fresh := &recorder{}
+			full := newState(sc, fresh)
+			for k, se := range ses {
+				full.setServiceEntry(k, se)
+			}
+			for k, we := range wes {
+				full.setWorkloadEntry(k, we)
+			}
+			full.sync()
+			if !reflect.DeepEqual(rec.has, fresh.has) {
+				t.Fatalf("run %d step %d: events gave\n%v\na full build\n%v", run, step, rec.has, fresh.has)
+			}
+		}
+	}
+}
+
+// Entries listed before the initial sync have their addresses at the sync.
 func TestStateAutoAllocateAtSync(t *testing.T) {
 	rec := &recorder{}
 	st := newState(scope{domain: "cluster.local", autoAllocate: true}, rec)
 	st.setServiceEntry("a/x", &serviceEntry{ns: "a", name: "x", hosts: []string{"x.example.com"}, resolution: apinetworking.ServiceEntry_DNS})
-	if len(st.alloc) != 0 {
-		t.Fatalf("allocated before the sync: %v", st.alloc)
+	if len(rec.applies) != 0 {
+		t.Fatalf("sent before the sync: %+v", rec.applies)
 	}
 	st.sync()
 	if got := rec.replaced[0]; len(got) != 1 || len(got[0].Addrs) != 2 {
