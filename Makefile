@@ -6,7 +6,7 @@ PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go' 
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test/istio/go.sum
 
-.PHONY: all build run demo test test-unit test-integration test-fuzz test-package package test-binaries bench bench-kubernetes bench-go proto istio-binaries fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-fuzz test-package package test-binaries bench bench-kubernetes bench-fleet bench-go proto istio-binaries fmt vet clean
 
 all: build
 
@@ -97,6 +97,11 @@ bin/coredns-floor: test/bench/corefloor/main.go test/go.mod
 ## bench-kubernetes: meshdns's kubernetes source against CoreDNS's kubernetes plugin: sync time, memory, create-to-answer (10k Services)
 bench-kubernetes: bin/coredns test-binaries
 	cd test && $(GO) run ./bench/kubernetes
+
+## bench-fleet: a VM fleet on the kubernetes source: 2,000 ServiceEntries, then 20,000 WorkloadEntries created, moved,
+## deleted and health-checked through a real API server while a fixed-rate load checks every answer
+bench-fleet: bin/coredns test-binaries
+	cd test && $(GO) run ./bench/fleet -health
 
 ## bench-go: the Go benchmarks behind docs/benchmarks.md
 bench-go:

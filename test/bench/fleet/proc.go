@@ -1,0 +1,203 @@
+package main
+
+// Process and machine helpers, as test/bench/kubernetes has them (a package
+// main cannot be imported).
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/meshdns/meshdns/test/harness"
+)
+
+// startPinned runs bin -conf conf on serverCPU with GOMAXPROCS=1.
+func startPinned(bin, conf, logPath string) (*harness.Process, error) {
+	return harness.StartProcess("coredns", []string{"taskset", "-c", strconv.Itoa(serverCPU), bin, "-conf", conf},
+		[]string{"GOMAXPROCS=1"}, logPath)
+}
+
+// pinChildren pins every child process of this program (etcd and
+// kube-apiserver, started by the harness) to cpu.
+func pinChildren(cpu int) error {
+	self := strconv.Itoa(os.Getpid())
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, path := range stats {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 2 || fields[1] != self {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		if err := harness.SetAffinity(pid, cpu); err != nil {
+			return err
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("no child process found")
+	}
+	log.Printf("pinned %d control-plane processes and this program to CPU %d", n, cpu)
+	return nil
+}
+
+// waitReady polls the ready plugin's URL until it answers 200 OK.
+func waitReady(p *harness.Process, url string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	client := &http.Client{Timeout: 2 * time.Second}
+	last := "no answer"
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		} else {
+			last = err.Error()
+		}
+		if p.Exited() {
+			return fmt.Errorf("coredns exited: %v", p.Err())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %s; last answer from %s: %s", limit, url, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// cpuTime returns the user and system CPU time of pid so far, from
+// /proc/PID/stat (in clock ticks of 10 ms).
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // state is f[0], utime f[11], stime f[12]
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	utime, err1 := strconv.Atoi(f[11])
+	stime, err2 := strconv.Atoi(f[12])
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// procStatus returns a kB field of /proc/PID/status (VmRSS, VmHWM) in bytes.
+func procStatus(pid int, field string) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), field+":"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// metricSum adds up every sample of a prometheus metric, whatever its labels.
+func metricSum(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(nil, 1<<20)
+	sum := 0.0
+	for s.Scan() {
+		line := s.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %v", url, line, err)
+		}
+		sum += v
+	}
+	return sum, s.Err()
+}
+
+// nxdomain is the upstream of the forward plugin: NXDOMAIN for every name,
+// so a ServiceEntry host meshdns leaves to upstream DNS (no address yet)
+// answers NXDOMAIN at once and never an address.
+type nxdomain struct{ queries atomic.Int64 }
+
+func (h *nxdomain) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	h.queries.Add(1)
+	m := new(dns.Msg)
+	m.SetRcode(r, dns.RcodeNameError)
+	_ = w.WriteMsg(m)
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
+}
+
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
