@@ -143,9 +143,9 @@ func (b *bench) report(begin time.Time, startLoad string, sizes []int) error {
 	return b.plot()
 }
 
-// targets checks the targets of issue 5 against this run.
+// targets checks the serving targets (docs/benchmarks.md §4) against this run.
 func (b *bench) targets(p func(string, ...any), sizes []int) {
-	p("## The targets of issue 5, from this run\n\n| target | measured | met |\n| --- | --- | --- |\n")
+	p("## The serving targets, from this run\n\n| target | measured | met |\n| --- | --- | --- |\n")
 	row := func(what string, v float64, ok bool, have bool) {
 		switch {
 		case !have:
