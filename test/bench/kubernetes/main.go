@@ -10,19 +10,31 @@
 //     falling;
 //   - create-to-answer latency: -creates services created one at a time, each
 //     timed from the return of its Create call to its first correct A answer
-//     (polled every 1 ms).
+//     (polled every 1 ms);
+//   - memory through a relist (-relist): once the RSS settled, the peak RSS
+//     (VmHWM) is reset (5 > /proc/PID/clear_refs) and kube-apiserver
+//     restarted with etcd's revision moved on and compacted, so that every
+//     watch's resource version is too old and the server must list
+//     everything again; a service deleted from etcd during the outage
+//     proves the relist (only a new list can tell the server it is gone:
+//     it must answer NXDOMAIN), and so does what the server reads
+//     (/proc/PID/io rchar: at least half of what its initial sync read), or
+//     the program fails. A service created then answers once the list was
+//     processed. Then the peak (VmHWM), when it happened (VmRSS sampled
+//     every 50 ms), every service's answer again, and the RSS settled
+//     after.
 //
 // Each server runs alone, pinned to CPU 0 with GOMAXPROCS=1; this program,
 // etcd and kube-apiserver are pinned to CPU 1 for the measurements. Every
 // answer is checked against the service's ClusterIP. The result is a
-// Markdown table on stdout.
+// Markdown table on stdout, and a second one for the relist.
 //
 // The -services services are written straight into etcd
 // (harness.SeedServices), all but the last, which is created through the
 // API; the -creates services go through the API, whose watch path they
 // measure.
 //
-// Run it from test/: go run ./bench/kubernetes [-services N] [-creates N] [-bin PATH]
+// Run it from test/: go run ./bench/kubernetes [-services N] [-creates N] [-bin PATH] [-profiles DIR] [-relist=false]
 package main
 
 import (
@@ -61,8 +73,9 @@ var (
 	nCreates    = flag.Int("creates", 200, "services created one at a time for the create-to-answer latency, per server")
 	nNamespaces = flag.Int("namespaces", 100, "namespaces the services are spread over")
 	binPath     = flag.String("bin", "../bin/coredns", "the coredns binary (relative to the working directory, test/)")
-	profileDir  = flag.String("profiles", "", "if set, save in this directory each server's heap profile (pprof), taken with the live heap")
+	profileDir  = flag.String("profiles", "", "if set, save in this directory each server's heap profile (pprof), taken with the live heap, and its heap profiles and RSS samples through the relist; the servers then log their GCs (GODEBUG=gctrace=1), shown through the relist")
 	maxLoad     = flag.Float64("maxload", 0.6, "before each server, wait (up to 15 min) until the 1-minute load average is below this")
+	doRelist    = flag.Bool("relist", true, "after the creates, restart kube-apiserver so that the server relists, and measure its peak RSS through that")
 )
 
 const (
@@ -92,6 +105,8 @@ type result struct {
 	peak      float64       // VmHWM: the most RSS the process ever had
 	settled   float64       // RSS once it stopped falling (settledRSS)
 	lat       []time.Duration
+	syncRead  float64 // bytes the process read until the sync (rchar)
+	relist    relistResult
 }
 
 type bench struct {
@@ -160,6 +175,10 @@ func main() {
 	}
 
 	fmt.Print(table(results))
+	if *doRelist {
+		fmt.Printf("\nThrough a relist (kube-apiserver stopped, etcd compacted, kube-apiserver started again):\n\n")
+		fmt.Print(relistTable(results))
+	}
 	fmt.Printf("\n- command: `%s` (effective: -services %d -creates %d -namespaces %d -bin %s -maxload %.2f)\n",
 		strings.Join(append([]string{"cd test && go run ./bench/kubernetes"}, os.Args[1:]...), " "),
 		*nServices, *nCreates, *nNamespaces, *binPath, *maxLoad)
@@ -170,7 +189,36 @@ func main() {
 		servers[0].name, results[0].load, servers[1].name, results[1].load)
 	fmt.Printf("- each server alone on CPU %d with GOMAXPROCS=1; this program, etcd and kube-apiserver on CPU %d; all answers checked against the ClusterIP\n", serverCPU, clientCPU)
 	fmt.Printf("- sync: process start to the last service's correct A answer (1 ms polling); CPU to sync: user+system time of the process then; RSS: VmRSS %s after the sync; peak RSS: VmHWM then; live heap: go_memstats_heap_alloc_bytes right after a forced GC, taken after the RSS; RSS settled: VmRSS after the creates, once it moved less than 1 MiB in %s (at most %s)\n", settle, settleWindow, settleMax)
+	if *doRelist {
+		fmt.Printf("- relist: after the RSS settled, a service created and answered, VmHWM reset (5 > /proc/PID/clear_refs), kube-apiserver stopped, that service deleted from etcd, a key written into etcd and etcd compacted at its revision (every watch's resource version too old), kube-apiserver started again (at least %s after it was stopped); API server down: stopped to ready again; from its restart (it serves lists before it reports ready): when it reported ready, when the server had read 64 KiB and 99%% of the relist's bytes (rchar, sampled every %s), when the deleted service answered NXDOMAIN (list received: a reflector hands a list over once it has all of it; asked every %s), when VmRSS was highest; the relist must be received and read at least half the bytes of the initial sync; once the API server is ready and the reading stopped (< 64 KiB in %s), a service is created, which answers once the list was processed (its event is queued after the list); peak RSS: the higher of VmHWM %s after that and the highest VmRSS sample; then all %d services answer their ClusterIP again and the deleted one NXDOMAIN; RSS settled after: as above\n",
+			outage, sampleEvery, sampleEvery, quietFor, settle, *nServices)
+		fmt.Printf("- load average at end: %s\n", loadavg())
+	}
 	fmt.Printf("- runtime: %s\n", time.Since(start).Round(time.Second))
+}
+
+// relistTable is the second table: each server's RSS through a relist, and
+// the targets.
+func relistTable(rs []result) string {
+	var sb strings.Builder
+	sb.WriteString("| server | RSS settled before | peak RSS through the relist | peak / settled before | RSS settled after | read by the relist | API server down | from its restart: ready | relist read | list received | RSS peak |\n")
+	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for k, r := range rs {
+		l := r.relist
+		fmt.Fprintf(&sb, "| %s | %s | %s | %.3f× | %s | %s | %s | %s | %s – %s | %s | %s |\n", servers[k].name, mib(l.before), mib(l.peak),
+			l.peak/l.before, mib(l.after), mib(l.read), secs(l.down), secs(l.readyAt), secs(l.readFrom), secs(l.readTo), secs(l.received), secs(l.peakAt))
+	}
+	a, b := rs[0].relist, rs[1].relist
+	fmt.Fprintf(&sb, "| ratio meshdns / kubernetes | %.3f× | %.3f× | | %.3f× | %.3f× | | | | | |\n", a.before/b.before, a.peak/b.peak, a.after/b.after, a.read/b.read)
+	met := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**missed**"
+	}
+	fmt.Fprintf(&sb, "\nTargets: meshdns peak ≤ 1.3× its settled RSS: %.3f×, %s; meshdns peak ≤ 0.5× CoreDNS kubernetes's peak: %.3f×, %s.\n",
+		a.peak/a.before, met(a.peak <= 1.3*a.before), a.peak/b.peak, met(a.peak <= 0.5*b.peak))
+	return sb.String()
 }
 
 func svcName(i int) (ns, name string) {
@@ -250,7 +298,7 @@ func (b *bench) run(k int, s server) result {
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		b.r.Fatalf("%v", err)
 	}
-	p, begin, err := startPinned(b.bin, conf, filepath.Join(dir, "coredns.log"))
+	p, begin, err := startPinned(b.bin, conf, filepath.Join(dir, "coredns.log"), *profileDir != "")
 	if err != nil {
 		b.r.Fatalf("%s: %v", s.name, err)
 	}
@@ -259,7 +307,7 @@ func (b *bench) run(k int, s server) result {
 		if b.ctx.Err() != nil {
 			b.r.Fatalf("%s: interrupted", s.name) // blocks until the interrupt exits
 		}
-		b.r.Logf("%s: Corefile:\n%s\nlast lines of its log:\n%s", s.name, corefile, p.LogTail(30))
+		b.r.Logf("%s: Corefile:\n%s\nlast lines of its log:\n%s", s.name, corefile, logTail(p, 30))
 		b.r.Fatalf(s.name+": "+f, a...)
 	}
 
@@ -277,7 +325,10 @@ func (b *bench) run(k int, s server) result {
 	if res.cpu, err = cpuTime(p.Pid()); err != nil {
 		fail("%v", err)
 	}
-	log.Printf("%s: synced %d services in %s, using %s of CPU", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu)
+	if res.syncRead, err = procIO(p.Pid(), "rchar"); err != nil {
+		fail("%v", err)
+	}
+	log.Printf("%s: synced %d services in %s, using %s of CPU, having read %s", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu, mib(res.syncRead))
 
 	time.Sleep(settle)
 	if res.rss, err = procStatus(p.Pid(), "VmRSS"); err != nil {
@@ -341,6 +392,13 @@ func (b *bench) run(k int, s server) result {
 	}
 	log.Printf("%s: RSS settled at %s (peak %s)", s.name, mib(res.settled), mib(res.peak))
 	log.Printf("%s: settled RSS is %s", s.name, rssBreakdown(p.Pid(), "http://"+metrics+"/metrics"))
+
+	if *doRelist {
+		var svc *corev1.Service
+		res.relist, svc = b.relist(k, s, p, q, res.settled, res.syncRead, pprof, fail)
+		created = append(created, svc)
+		log.Printf("%s: settled RSS after the relist is %s", s.name, rssBreakdown(p.Pid(), "http://"+metrics+"/metrics"))
+	}
 
 	p.Stop()
 	err = harness.Parallel(len(created), 32, func(i int) error {

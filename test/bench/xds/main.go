@@ -1,4 +1,4 @@
-// Command xds benchmarks meshdns's xds source (issue 4, docs/benchmarks.md):
+// Command xds benchmarks meshdns's xds source (docs/benchmarks.md):
 //
 //   - apply time: an in-process fake ADS server (this program) sends
 //     synthetic NDS NameTables of N hosts; meshdns's xds source runs in this
@@ -13,8 +13,19 @@
 //     return of its Create call to bin/coredns's first correct answer (UDP,
 //     polled every millisecond) and to the first push that carries it, as
 //     seen by a raw NDS client with the same node identity.
+//   - memory through a push (-memory N hosts, last): bin/coredns alone on
+//     CPU 0 with GOMAXPROCS=1, this program (the fake ADS server) on CPU 1;
+//     three pushes of N hosts on one connection: the whole table into an
+//     empty table, the whole table again with one host changed (what
+//     istiod sends after a change), and the whole table again with every
+//     address changed. For each, the peak RSS (VmHWM, reset before the push
+//     by writing 5 to /proc/PID/clear_refs, read 2 s after the ACK, before
+//     any query) against the RSS settled after it (every host asked for and
+//     its answer checked, then VmRSS moved less than 1 MiB in 15 s).
+//     -profiles DIR keeps heap profiles from before and after each push.
 //
-// Run it from test/: go run ./bench/xds [-sizes 1000,10000,100000] [-rounds 5] [-creates 100] [-background 1000]
+// Run it from test/: go run ./bench/xds [-sizes 1000,10000,100000] [-rounds 5] [-creates 100] [-background 1000] [-memory 100000]
+// The memory measurement alone: go run ./bench/xds -sizes= -creates 0 -memory 100000
 package main
 
 import (
@@ -32,12 +43,14 @@ import (
 )
 
 var (
-	sizesFlag   = flag.String("sizes", "1000,10000,100000", "table sizes (hosts) of the apply benchmark")
+	sizesFlag   = flag.String("sizes", "1000,10000,100000", "table sizes (hosts) of the apply benchmark (empty: skip it)")
 	rounds      = flag.Int("rounds", 5, "rounds per size; the median is reported")
 	withCoreDNS = flag.Bool("coredns", true, "also time the pushes (to the ACK) into bin/coredns")
 	creates     = flag.Int("creates", 100, "Services created one at a time for the push-to-answer delay (0: skip)")
 	background  = flag.Int("background", 1000, "Services in the mesh before the creates")
 	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the in-process apply benchmark (the last size) to this file")
+	memHosts    = flag.Int("memory", 100000, "hosts of the pushes whose peak RSS in bin/coredns is measured, after the rest (0: skip)")
+	profileDir  = flag.String("profiles", "", "if set, save in this directory bin/coredns's heap profiles before and after each push of -memory")
 )
 
 func main() {
@@ -47,15 +60,20 @@ func main() {
 	defer r.Teardown()
 	r.InterruptOnSignal(nil)
 	var sizes []int
-	for f := range strings.SplitSeq(*sizesFlag, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 10 {
-			r.Fatalf("-sizes: %q is not a size of at least 10", f)
+	if *sizesFlag != "" {
+		for f := range strings.SplitSeq(*sizesFlag, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 10 {
+				r.Fatalf("-sizes: %q is not a size of at least 10", f)
+			}
+			sizes = append(sizes, n)
 		}
-		sizes = append(sizes, n)
 	}
-	if *rounds < 1 || *creates < 0 || *background < 1 {
-		r.Fatalf("-rounds and -background must be positive, -creates not negative")
+	if *rounds < 1 || *creates < 0 || *background < 1 || *memHosts < 0 || *memHosts > 0 && *memHosts < 10 {
+		r.Fatalf("-rounds and -background must be positive, -creates not negative, -memory 0 or at least 10")
+	}
+	if *memHosts > 0 && runtime.NumCPU() < 2 {
+		r.Fatalf("-memory needs 2 CPUs, have %d", runtime.NumCPU())
 	}
 	start, load := time.Now(), loadavg()
 
@@ -90,14 +108,21 @@ func main() {
 		log.Printf("push to answer: real istiod, %d background services, %d creates", *background, *creates)
 		ans = pushToAnswer(r, *background, *creates)
 	}
+	var mem memoryResult
+	if *memHosts > 0 {
+		log.Printf("memory: bin/coredns through pushes of %d hosts", *memHosts)
+		mem = pushMemory(r, f, *memHosts)
+	}
 
-	fmt.Printf("\n### Applying a push (fake ADS server, synthetic tables)\n\n")
-	fmt.Println("Median of", *rounds, "rounds (min in parentheses). *send → Replace*: from the fake server's send to the table's")
-	fmt.Println("Replace being called (loopback gRPC transfer, proto decoding, conversion to entries); *Replace*: the diff against")
-	fmt.Println("the source's previous state and the table update; *send → ACK*: the whole push as istiod sees it.")
-	fmt.Println()
-	fmt.Println("| hosts | push size | push | send → Replace | Replace | send → ACK (in process) | send → ACK (bin/coredns) |")
-	fmt.Println("| ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+	if len(inProc) > 0 {
+		fmt.Printf("\n### Applying a push (fake ADS server, synthetic tables)\n\n")
+		fmt.Println("Median of", *rounds, "rounds (min in parentheses). *send → Replace*: from the fake server's send to the table's")
+		fmt.Println("Replace being called (loopback gRPC transfer, proto decoding, conversion to entries); *Replace*: the diff against")
+		fmt.Println("the source's previous state and the table update; *send → ACK*: the whole push as istiod sees it.")
+		fmt.Println()
+		fmt.Println("| hosts | push size | push | send → Replace | Replace | send → ACK (in process) | send → ACK (bin/coredns) |")
+		fmt.Println("| ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+	}
 	for i, rs := range inProc {
 		for k, a := range rs {
 			coredns := "–"
@@ -133,8 +158,18 @@ func main() {
 		row("answer − push (meshdns's share)", share)
 		row(fmt.Sprintf("istiod's debounce wait (its log, %d pushes)", len(ans.debounce)), ans.debounce)
 	}
-	fmt.Printf("\n- command: `cd test && go run ./bench/xds %s` (effective: -sizes %s -rounds %d -coredns=%v -creates %d -background %d)\n",
-		strings.Join(os.Args[1:], " "), *sizesFlag, *rounds, *withCoreDNS, *creates, *background)
+	if len(mem.pushes) > 0 {
+		fmt.Printf("\n### Memory through a push (bin/coredns)\n\n")
+		fmt.Print(memoryTable(mem))
+		fmt.Printf("\nbin/coredns alone on CPU %d with GOMAXPROCS=1, the fake ADS server (this program) on CPU %d; the three pushes on one\n", serverCPU, clientCPU)
+		fmt.Println("connection, in order. Peak RSS: VmHWM, reset just before the push (5 > /proc/PID/clear_refs), read 2 s after its ACK,")
+		fmt.Println("before any query, or the highest VmRSS sample (every 50 ms) if higher; RSS peak at: that sample. Then every host is asked")
+		fmt.Println("for its A records (one at a time, all checked); settled: VmRSS once it moved less than 1 MiB in 15 s after that (at most")
+		fmt.Println("2 min); *settled before* a push is the settled RSS after the previous one. Live heap: allocated bytes right after a")
+		fmt.Println("forced GC, after the last push.")
+	}
+	fmt.Printf("\n- command: `cd test && go run ./bench/xds %s` (effective: -sizes %s -rounds %d -coredns=%v -creates %d -background %d -memory %d)\n",
+		strings.Join(os.Args[1:], " "), *sizesFlag, *rounds, *withCoreDNS, *creates, *background, *memHosts)
 	fmt.Printf("- date: %s; %d × %s; GOMAXPROCS %d; load average at start %s, at end %s\n", start.UTC().Format(time.RFC3339),
 		runtime.NumCPU(), cpuModel(), runtime.GOMAXPROCS(0), load, loadavg())
 	fmt.Printf("- runtime: %s\n", time.Since(start).Round(time.Second))
