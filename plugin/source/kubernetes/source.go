@@ -145,7 +145,7 @@ func newWatch(lw cache.ListerWatcher, obj runtime.Object, transform cache.Transf
 	apply func(key string, obj any), w *watcher) cache.Controller {
 	// RealFIFO, as informers use: a DeltaFIFO keeps a map as large as the
 	// initial list for good.
-	queue := cache.NewRealFIFOWithOptions(cache.RealFIFOOptions{KnownObjects: known, Transformer: transform})
+	queue := cache.NewRealFIFOWithOptions(cache.RealFIFOOptions{KnownObjects: known, Transformer: reusing(transform, known)})
 	return cache.New(&cache.Config{
 		Queue:             queue,
 		ListerWatcher:     lw,
@@ -170,6 +170,21 @@ func newWatch(lw cache.ListerWatcher, obj runtime.Object, transform cache.Transf
 			return nil
 		},
 	})
+}
+
+// reusing wraps transform so that an object the state holds at the same
+// resource version is passed on as the state's own copy. On a relist,
+// client-go keeps the whole new list until its end, beside the state: what
+// did not change is then held once, not twice.
+func reusing(transform cache.TransformFunc, known cache.KeyListerGetter) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		if m, ok := obj.(metav1.Object); ok && m.GetResourceVersion() != "" {
+			if old, ok, _ := known.GetByKey(m.GetNamespace() + "/" + m.GetName()); ok && sameVersion(old, obj) {
+				return old, nil
+			}
+		}
+		return transform(obj)
+	}
 }
 
 func sameVersion(a, b any) bool {

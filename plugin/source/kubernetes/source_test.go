@@ -102,3 +102,26 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An object listed again at the resource version the state holds comes out
+// of the transform as the state's own copy; a changed one is converted.
+func TestRelistReusesUnchangedObjects(t *testing.T) {
+	st := newState(scope{domain: "cluster.local"}, &recorder{})
+	held := newService("web", "shop", "7", addrs("10.96.0.1"), nil, nil)
+	st.setService("shop", "web", held)
+	transform := reusing(serviceTransform("cluster.local"), st.knownServices(""))
+	listed := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", ResourceVersion: held.version()},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1"}}
+	if got, err := transform(listed); err != nil || got != any(held) {
+		t.Errorf("same version: got %v (%v), want the state's copy", got, err)
+	}
+	listed.ResourceVersion += "1"
+	if got, err := transform(listed); err != nil || got == any(held) || got.(*service).version() != listed.ResourceVersion {
+		t.Errorf("new version: got %v (%v), want a new conversion", got, err)
+	}
+	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "web", ResourceVersion: held.version()},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.2"}}
+	if got, _ := transform(other); got == any(held) {
+		t.Error("another Service with the same resource version got the state's copy of web")
+	}
+}
