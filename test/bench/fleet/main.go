@@ -199,7 +199,7 @@ func main() {
 	if err := copyFile(*binPath, bin); err != nil {
 		r.Fatalf("copy %s: %v", *binPath, err)
 	}
-	start, startLoad := time.Now(), loadavg()
+	start, startLoad := time.Now(), harness.LoadAvg()
 	log.Printf("load average at start: %s", startLoad)
 
 	b := &bench{r: r, ctx: ctx, m: newModel(*nSEs, *nWEs), health: make([]weHealth, *nWEs)}
@@ -234,7 +234,7 @@ func main() {
 			strings.Join(append([]string{"cd test && go run ./bench/fleet"}, os.Args[1:]...), " "),
 			*nSEs, *nWEs, *nChurn, *health, *qps, *pollQPS, *writers, *steadyFor, *convLimit, *binPath, *seed)
 		fmt.Printf("- date: %s; %s built %s (a copy of it runs); %d × %s; runtime %s\n", start.UTC().Format(time.RFC3339), *binPath,
-			binInfo.ModTime().UTC().Format(time.RFC3339), runtime.NumCPU(), cpuModel(), time.Since(start).Round(time.Second))
+			binInfo.ModTime().UTC().Format(time.RFC3339), runtime.NumCPU(), harness.CPUModel(), time.Since(start).Round(time.Second))
 		fmt.Printf("- load average at start: %s; before meshdns started (after waiting up to 10 min for < %.2f): %s; at the start of each phase: %s\n",
 			startLoad, *maxLoad, syncLoad, phaseLoads(phases))
 		fmt.Printf("- meshdns alone on CPU %d with GOMAXPROCS=1; this program (writers, load, poll, the NXDOMAIN upstream), etcd and kube-apiserver on CPU %d\n", serverCPU, clientCPU)
@@ -255,8 +255,8 @@ func main() {
 		fatal(ph, "create: %v", err)
 	}
 	phases = append(phases, ph)
-	rssCreate, _ := procStatus(b.p.Pid(), "VmRSS")
-	peakCreate, _ := procStatus(b.p.Pid(), "VmHWM")
+	rssCreate, _ := harness.ProcStatus(b.p.Pid(), "VmRSS")
+	peakCreate, _ := harness.ProcStatus(b.p.Pid(), "VmHWM")
 	phases = append(phases, b.steady())
 	if *nChurn > 0 {
 		ph, err := b.run("churn", b.churnOps())
@@ -265,8 +265,8 @@ func main() {
 		}
 		phases = append(phases, ph)
 	}
-	peak, err1 := procStatus(b.p.Pid(), "VmHWM")
-	final, err2 := procStatus(b.p.Pid(), "VmRSS")
+	peak, err1 := harness.ProcStatus(b.p.Pid(), "VmHWM")
+	final, err2 := harness.ProcStatus(b.p.Pid(), "VmRSS")
 	if err := errors.Join(err1, err2); err != nil {
 		r.Fatalf("meshdns memory: %v", err)
 	}
@@ -358,7 +358,7 @@ func (b *bench) startMeshDNS(bin, upstream string) float64 {
 	if err := waitReady(p, "http://"+ready+"/ready", syncLimit); err != nil {
 		b.fail("sync: %v", err)
 	}
-	rss, err := procStatus(p.Pid(), "VmRSS")
+	rss, err := harness.ProcStatus(p.Pid(), "VmRSS")
 	if err != nil {
 		b.fail("%v", err)
 	}
@@ -390,7 +390,7 @@ func (b *bench) exited() error {
 // answers its final set. The phase is returned with what was measured also
 // when it fails.
 func (b *bench) run(name string, ops []op) (phase, error) {
-	ph := phase{name: name, load: loadavg(), st: &stats{}}
+	ph := phase{name: name, load: harness.LoadAvg(), st: &stats{}}
 	log.Printf("%s: %d operations by %d writers, load %d queries/s (load average %s)", name, len(ops), *writers, *qps, ph.load)
 	touches := make([][]int, len(ops))
 	touched := make([]bool, *nSEs)
@@ -405,7 +405,7 @@ func (b *bench) run(name string, ops []op) (phase, error) {
 	if err != nil {
 		return ph, fmt.Errorf("load: %w", err)
 	}
-	cpu0, err := cpuTime(b.p.Pid())
+	cpu0, err := harness.CPUTime(b.p.Pid())
 	if err != nil {
 		return ph, err
 	}
@@ -454,7 +454,7 @@ func (b *bench) run(name string, ops []op) (phase, error) {
 		ph.writeTime.Round(time.Millisecond), float64(ph.writes)/ph.writeTime.Seconds())
 
 	res := <-conv
-	cpu1, cerr := cpuTime(b.p.Pid())
+	cpu1, cerr := harness.CPUTime(b.p.Pid())
 	updates1, _ := metricSum(b.metrics, "coredns_meshdns_updates_total")
 	stopLoad()
 	ph.cpu, ph.updates = cpu1-cpu0, updates1-updates0
@@ -490,7 +490,7 @@ func (b *bench) progress(name string, ops int, returned *atomic.Int64, w0 int64,
 		case <-done:
 			return
 		case <-t.C:
-			cpu, _ := cpuTime(b.p.Pid())
+			cpu, _ := harness.CPUTime(b.p.Pid())
 			updates, _ := metricSum(b.metrics, "coredns_meshdns_updates_total")
 			var final int
 			st.count(func(s *stats) { final = s.hostsFinal })
@@ -504,9 +504,9 @@ func (b *bench) progress(name string, ops int, returned *atomic.Int64, w0 int64,
 // steady runs the load alone, nothing changing, and returns that phase;
 // its CPU per query is what report subtracts from the other phases.
 func (b *bench) steady() phase {
-	ph := phase{name: "steady (no writes)", load: loadavg(), st: &stats{}, converged: true}
+	ph := phase{name: "steady (no writes)", load: harness.LoadAvg(), st: &stats{}, converged: true}
 	log.Printf("steady: load alone for %s", *steadyFor)
-	cpu0, err := cpuTime(b.p.Pid())
+	cpu0, err := harness.CPUTime(b.p.Pid())
 	if err != nil {
 		b.fail("%v", err)
 	}
@@ -519,7 +519,7 @@ func (b *bench) steady() phase {
 	case <-time.After(*steadyFor):
 	}
 	stop()
-	cpu1, err := cpuTime(b.p.Pid())
+	cpu1, err := harness.CPUTime(b.p.Pid())
 	if err != nil {
 		b.fail("%v", err)
 	}
@@ -729,7 +729,7 @@ func (b *bench) retry(what string, f func(ctx context.Context) error) error {
 func (b *bench) waitQuiet() string {
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		load := loadavg()
+		load := harness.LoadAvg()
 		l, err := strconv.ParseFloat(strings.Fields(load + " x")[0], 64)
 		if err != nil || l < *maxLoad {
 			return load

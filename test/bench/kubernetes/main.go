@@ -146,7 +146,7 @@ func main() {
 	if err := copyFile(*binPath, bin); err != nil {
 		r.Fatalf("copy %s: %v", *binPath, err)
 	}
-	start, startLoad := time.Now(), loadavg()
+	start, startLoad := time.Now(), harness.LoadAvg()
 	log.Printf("load average at start: %s", startLoad)
 
 	b := &bench{r: r, ctx: ctx, bin: bin}
@@ -184,7 +184,7 @@ func main() {
 		*nServices, *nCreates, *nNamespaces, *binPath, *maxLoad)
 	fmt.Printf("- N = %d ClusterIP services (one port each; all but the last seeded straight into etcd) in %d namespaces; %d creates per server\n", *nServices, *nNamespaces, *nCreates)
 	fmt.Printf("- date: %s; %s built %s (a copy of it runs); %d × %s\n", start.UTC().Format(time.RFC3339), *binPath,
-		binInfo.ModTime().UTC().Format(time.RFC3339), runtime.NumCPU(), cpuModel())
+		binInfo.ModTime().UTC().Format(time.RFC3339), runtime.NumCPU(), harness.CPUModel())
 	fmt.Printf("- load average at start: %s; before each server (after waiting for < %.2f): %s %s, %s %s\n", startLoad, *maxLoad,
 		servers[0].name, results[0].load, servers[1].name, results[1].load)
 	fmt.Printf("- each server alone on CPU %d with GOMAXPROCS=1; this program, etcd and kube-apiserver on CPU %d; all answers checked against the ClusterIP\n", serverCPU, clientCPU)
@@ -192,7 +192,7 @@ func main() {
 	if *doRelist {
 		fmt.Printf("- relist: after the RSS settled, a service created and answered, VmHWM reset (5 > /proc/PID/clear_refs), kube-apiserver stopped, that service deleted from etcd, a key written into etcd and etcd compacted at its revision (every watch's resource version too old), kube-apiserver started again (at least %s after it was stopped); API server down: stopped to ready again; from its restart (it serves lists before it reports ready): when it reported ready, when the server had read 64 KiB and 99%% of the relist's bytes (rchar, sampled every %s), when the deleted service answered NXDOMAIN (list received: a reflector hands a list over once it has all of it; asked every %s), when VmRSS was highest; the relist must be received and read at least half the bytes of the initial sync; once the API server is ready and the reading stopped (< 64 KiB in %s), a service is created, which answers once the list was processed (its event is queued after the list); peak RSS: the higher of VmHWM %s after that and the highest VmRSS sample; then all %d services answer their ClusterIP again and the deleted one NXDOMAIN; RSS settled after: as above\n",
 			outage, sampleEvery, sampleEvery, quietFor, settle, *nServices)
-		fmt.Printf("- load average at end: %s\n", loadavg())
+		fmt.Printf("- load average at end: %s\n", harness.LoadAvg())
 	}
 	fmt.Printf("- runtime: %s\n", time.Since(start).Round(time.Second))
 }
@@ -322,7 +322,7 @@ func (b *bench) run(k int, s server) result {
 		fail("sync: %v", err)
 	}
 	res.sync = at.Sub(begin)
-	if res.cpu, err = cpuTime(p.Pid()); err != nil {
+	if res.cpu, err = harness.CPUTime(p.Pid()); err != nil {
 		fail("%v", err)
 	}
 	if res.syncRead, err = procIO(p.Pid(), "rchar"); err != nil {
@@ -331,10 +331,10 @@ func (b *bench) run(k int, s server) result {
 	log.Printf("%s: synced %d services in %s, using %s of CPU, having read %s", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu, mib(res.syncRead))
 
 	time.Sleep(settle)
-	if res.rss, err = procStatus(p.Pid(), "VmRSS"); err != nil {
+	if res.rss, err = harness.ProcStatus(p.Pid(), "VmRSS"); err != nil {
 		fail("%v", err)
 	}
-	if res.peak, err = procStatus(p.Pid(), "VmHWM"); err != nil {
+	if res.peak, err = harness.ProcStatus(p.Pid(), "VmHWM"); err != nil {
 		fail("%v", err)
 	}
 	// The live heap: a GC (the pprof heap handler with gc=1), then the
@@ -387,7 +387,7 @@ func (b *bench) run(k int, s server) result {
 	slices.Sort(res.lat)
 	log.Printf("%s: create-to-answer p50 %s p99 %s max %s", s.name, ms(pct(res.lat, 50)), ms(pct(res.lat, 99)), ms(res.lat[len(res.lat)-1]))
 
-	if res.settled, err = settledRSS(p.Pid()); err != nil {
+	if res.settled, err = harness.SettledRSS(p.Pid(), settleWindow, settleMax); err != nil {
 		fail("%v", err)
 	}
 	log.Printf("%s: RSS settled at %s (peak %s)", s.name, mib(res.settled), mib(res.peak))
@@ -415,7 +415,7 @@ func (b *bench) run(k int, s server) result {
 func (b *bench) waitQuiet(name string) string {
 	deadline := time.Now().Add(15 * time.Minute)
 	for {
-		load := loadavg()
+		load := harness.LoadAvg()
 		l, err := strconv.ParseFloat(strings.Fields(load + " x")[0], 64)
 		if err != nil || l < *maxLoad {
 			return load
@@ -550,81 +550,6 @@ func table(rs []result) string {
 func mib(b float64) string      { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 func msf(s float64) string      { return fmt.Sprintf("%.2f ms", s*1000) }
 func ms(d time.Duration) string { return msf(d.Seconds()) }
-func loadavg() string           { return firstFields("/proc/loadavg", 3) }
-func firstFields(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	return strings.Join(f[:min(n, len(f))], " ")
-}
-
-func cpuModel() string {
-	data, _ := os.ReadFile("/proc/cpuinfo")
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-// cpuTime returns the user and system CPU time of pid so far, from
-// /proc/PID/stat (in clock ticks of 10 ms).
-func cpuTime(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // state is f[0], utime f[11], stime f[12]
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
-	}
-	utime, err1 := strconv.Atoi(f[11])
-	stime, err2 := strconv.Atoi(f[12])
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
-}
-
-// settledRSS polls VmRSS of pid every second until it has moved less than
-// 1 MiB over the last settleWindow, or settleMax passed: the Go runtime hands
-// the memory of the sync's garbage back to the kernel over tens of seconds,
-// down to about its heap goal, twice the live heap.
-func settledRSS(pid int) (float64, error) {
-	var seen []float64
-	for begin := time.Now(); ; time.Sleep(time.Second) {
-		rss, err := procStatus(pid, "VmRSS")
-		if err != nil {
-			return 0, err
-		}
-		seen = append(seen, rss)
-		last := seen[max(0, len(seen)-int(settleWindow/time.Second)):]
-		if len(seen) > len(last) && slices.Max(last)-slices.Min(last) < 1<<20 || time.Since(begin) > settleMax {
-			return rss, nil
-		}
-	}
-}
-
-// procStatus returns a kB field of /proc/PID/status (VmRSS, VmHWM) in bytes.
-func procStatus(pid int, field string) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), field+":"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
 
 // rssBreakdown says what a settled RSS holds: anonymous memory (the Go heap
 // in use, heap pages free but not yet returned to the kernel, the goal of
@@ -632,7 +557,7 @@ func procStatus(pid int, field string) (float64, error) {
 func rssBreakdown(pid int, metricsURL string) string {
 	var out []string
 	for _, f := range []string{"RssAnon", "RssFile"} {
-		v, err := procStatus(pid, f)
+		v, err := harness.ProcStatus(pid, f)
 		if err != nil {
 			return err.Error()
 		}

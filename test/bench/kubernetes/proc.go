@@ -1,11 +1,9 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -28,34 +26,11 @@ func startPinned(bin, conf, logPath string, gctrace bool) (*harness.Process, tim
 // pinChildren pins every child process of this program (etcd and
 // kube-apiserver, started by the harness) to cpu.
 func pinChildren(cpu int) error {
-	self := strconv.Itoa(os.Getpid())
-	stats, err := filepath.Glob("/proc/[0-9]*/stat")
-	if err != nil {
-		return err
+	n, err := harness.PinChildren(cpu)
+	if err == nil {
+		log.Printf("pinned %d control-plane processes and this program to CPU %d", n, cpu)
 	}
-	n := 0
-	for _, path := range stats {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			continue // gone
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		s := string(data)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 2 || fields[1] != self {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
-		if err := harness.SetAffinity(pid, cpu); err != nil {
-			return err
-		}
-		n++
-	}
-	if n == 0 {
-		return errors.New("no child process found")
-	}
-	log.Printf("pinned %d control-plane processes and this program to CPU %d", n, cpu)
-	return nil
+	return err
 }
 
 // procIO returns a field of /proc/PID/io (rchar: bytes the process read
@@ -72,23 +47,6 @@ func procIO(pid int, field string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/io", field, pid)
-}
-
-// resetPeak resets the peak RSS (VmHWM) of pid to its current RSS (writing
-// 5 to /proc/PID/clear_refs, Linux 4.0 and later), and checks that it did.
-func resetPeak(pid int) error {
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
-		return fmt.Errorf("reset the peak RSS: %w", err)
-	}
-	hwm, err1 := procStatus(pid, "VmHWM")
-	rss, err2 := procStatus(pid, "VmRSS")
-	if err := errors.Join(err1, err2); err != nil {
-		return err
-	}
-	if hwm > rss+1<<20 {
-		return fmt.Errorf("writing 5 to /proc/%d/clear_refs left VmHWM at %s with VmRSS %s: this kernel does not reset the peak", pid, mib(hwm), mib(rss))
-	}
-	return nil
 }
 
 // sample is one reading of a process.
@@ -113,7 +71,7 @@ func startSampler(pid int, every time.Duration) *sampler {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			rss, err1 := procStatus(pid, "VmRSS")
+			rss, err1 := harness.ProcStatus(pid, "VmRSS")
 			read, err2 := procIO(pid, "rchar")
 			if err1 == nil && err2 == nil {
 				out = append(out, sample{at: time.Since(s.begin), rss: rss, read: read})

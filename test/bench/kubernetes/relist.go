@@ -92,7 +92,7 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 	if err != nil {
 		fail("%v", err)
 	}
-	if err := resetPeak(pid); err != nil {
+	if err := harness.ResetPeakRSS(pid); err != nil {
 		fail("%v", err)
 	}
 	smp := startSampler(pid, sampleEvery)
@@ -201,7 +201,7 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 		s.name, ns, name, secs(at.Sub(restart)))
 
 	time.Sleep(settle)
-	hwm, err := procStatus(pid, "VmHWM")
+	hwm, err := harness.ProcStatus(pid, "VmHWM")
 	if err != nil {
 		fail("%v", err)
 	}
@@ -258,7 +258,7 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 	}
 	log.Printf("%s: after the relist all %d services answer their ClusterIP, and %s NXDOMAIN", s.name, *nServices, goneName)
 
-	if res.after, err = settledRSS(pid); err != nil {
+	if res.after, err = harness.SettledRSS(pid, settleWindow, settleMax); err != nil {
 		fail("%v", err)
 	}
 	log.Printf("%s: RSS settled after the relist at %s", s.name, mib(res.after))

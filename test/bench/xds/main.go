@@ -75,7 +75,7 @@ func main() {
 	if *memHosts > 0 && runtime.NumCPU() < 2 {
 		r.Fatalf("-memory needs 2 CPUs, have %d", runtime.NumCPU())
 	}
-	start, load := time.Now(), loadavg()
+	start, load := time.Now(), harness.LoadAvg()
 
 	f, err := startFake()
 	if err != nil {
@@ -171,7 +171,7 @@ func main() {
 	fmt.Printf("\n- command: `cd test && go run ./bench/xds %s` (effective: -sizes %s -rounds %d -coredns=%v -creates %d -background %d -memory %d)\n",
 		strings.Join(os.Args[1:], " "), *sizesFlag, *rounds, *withCoreDNS, *creates, *background, *memHosts)
 	fmt.Printf("- date: %s; %d × %s; GOMAXPROCS %d; load average at start %s, at end %s\n", start.UTC().Format(time.RFC3339),
-		runtime.NumCPU(), cpuModel(), runtime.GOMAXPROCS(0), load, loadavg())
+		runtime.NumCPU(), harness.CPUModel(), runtime.GOMAXPROCS(0), load, harness.LoadAvg())
 	fmt.Printf("- runtime: %s\n", time.Since(start).Round(time.Second))
 }
 
@@ -187,23 +187,4 @@ func size(b int) string {
 		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 	}
 	return fmt.Sprintf("%.0f KiB", float64(b)/(1<<10))
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -96,7 +95,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 	defer st.close()
 
 	res := memoryResult{n: n}
-	if res.empty, err = settledRSS(pid); err != nil {
+	if res.empty, err = harness.SettledRSS(pid, settleWindow, settleMax); err != nil {
 		fail("%v", err)
 	}
 	log.Printf("memory: bin/coredns subscribed; RSS settled at %s with an empty table", mib(res.empty))
@@ -124,7 +123,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 			}
 		}
 		logFrom := len(logLines(p))
-		if err := resetPeak(pid); err != nil {
+		if err := harness.ResetPeakRSS(pid); err != nil {
 			fail("%v", err)
 		}
 		smp := startSampler(pid, sampleEvery)
@@ -135,7 +134,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		m := memPush{before: before, ack: acked.Sub(sent)}
 		// The peak before any query: the push's alone.
 		time.Sleep(memSettle)
-		hwm, err := procStatus(pid, "VmHWM")
+		hwm, err := harness.ProcStatus(pid, "VmHWM")
 		if err != nil {
 			fail("%v", err)
 		}
@@ -171,7 +170,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		if wrong := checkTable(addr, nt); len(wrong) > 0 {
 			fail("after push %d, %d of %d hosts answer wrong, e.g. %s", k+1, len(wrong), n, strings.Join(wrong[:min(5, len(wrong))], "; "))
 		}
-		if m.after, err = settledRSS(pid); err != nil {
+		if m.after, err = harness.SettledRSS(pid, settleWindow, settleMax); err != nil {
 			fail("%v", err)
 		}
 		log.Printf("memory: push %d: all %d hosts answer right; RSS settled at %s: peak %.3f× that, %.3f× the %s settled before",
@@ -267,23 +266,6 @@ func checkTable(addr string, nt *nds.NameTable) []string {
 	return wrong
 }
 
-// resetPeak resets the peak RSS (VmHWM) of pid to its current RSS (writing
-// 5 to /proc/PID/clear_refs, Linux 4.0 and later), and checks that it did.
-func resetPeak(pid int) error {
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
-		return fmt.Errorf("reset the peak RSS: %w", err)
-	}
-	hwm, err1 := procStatus(pid, "VmHWM")
-	rss, err2 := procStatus(pid, "VmRSS")
-	if err := errors.Join(err1, err2); err != nil {
-		return err
-	}
-	if hwm > rss+1<<20 {
-		return fmt.Errorf("writing 5 to /proc/%d/clear_refs left VmHWM at %s with VmRSS %s: this kernel does not reset the peak", pid, mib(hwm), mib(rss))
-	}
-	return nil
-}
-
 // sample is one reading of VmRSS.
 type sample struct {
 	at  time.Time
@@ -304,7 +286,7 @@ func startSampler(pid int, every time.Duration) *sampler {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if rss, err := procStatus(pid, "VmRSS"); err == nil {
+			if rss, err := harness.ProcStatus(pid, "VmRSS"); err == nil {
 				out = append(out, sample{at: time.Now(), rss: rss})
 			}
 			select {
@@ -322,40 +304,6 @@ func startSampler(pid int, every time.Duration) *sampler {
 func (s *sampler) stop() []sample {
 	close(s.stopped)
 	return <-s.done
-}
-
-// settledRSS polls VmRSS of pid every second until it has moved less than
-// 1 MiB over the last settleWindow, or settleMax passed.
-func settledRSS(pid int) (float64, error) {
-	var seen []float64
-	for begin := time.Now(); ; time.Sleep(time.Second) {
-		rss, err := procStatus(pid, "VmRSS")
-		if err != nil {
-			return 0, err
-		}
-		seen = append(seen, rss)
-		last := seen[max(0, len(seen)-int(settleWindow/time.Second)):]
-		if len(seen) > len(last) && slices.Max(last)-slices.Min(last) < 1<<20 || time.Since(begin) > settleMax {
-			return rss, nil
-		}
-	}
-}
-
-// procStatus returns a kB field of /proc/PID/status (VmRSS, VmHWM) in bytes.
-func procStatus(pid int, field string) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), field+":"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // metric returns the value of an unlabelled prometheus metric.
