@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,7 +14,7 @@ import (
 )
 
 // What the benchmark programs read of a process and of the machine, from
-// /proc.
+// /proc, and of a server's Prometheus metrics.
 
 // ProcStatus returns a field of /proc/PID/status; fields in kB (VmRSS,
 // VmHWM, RssAnon...) in bytes.
@@ -138,4 +139,100 @@ func CPUModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// Metric scrapes a Prometheus endpoint and returns the sum of every series
+// of the metric name (one for a metric without labels).
+func Metric(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(nil, 1<<20)
+	sum, found := 0.0, false
+	for s.Scan() {
+		line := s.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %v", url, line, err)
+		}
+		sum, found = sum+v, true
+	}
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("%s: no metric %s", url, name)
+	}
+	return sum, nil
+}
+
+// ProcIO returns a field of /proc/PID/io (rchar: bytes the process read
+// with read(2) and its kin, sockets included).
+func ProcIO(pid int, field string) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/io", field, pid)
+}
+
+// Sample is one reading of a process.
+type Sample struct {
+	At   time.Duration // since the sampler started
+	RSS  float64       // VmRSS
+	Read float64       // rchar
+}
+
+// Sampler reads VmRSS and rchar of a process at an interval, to say when a
+// peak happens: VmHWM says only how high.
+type Sampler struct {
+	Begin   time.Time
+	stopped chan struct{}
+	done    chan []Sample
+}
+
+// StartSampler samples pid every interval until Stop.
+func StartSampler(pid int, every time.Duration) *Sampler {
+	s := &Sampler{Begin: time.Now(), stopped: make(chan struct{}), done: make(chan []Sample, 1)}
+	go func() {
+		var out []Sample
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			rss, err1 := ProcStatus(pid, "VmRSS")
+			read, err2 := ProcIO(pid, "rchar")
+			if err1 == nil && err2 == nil {
+				out = append(out, Sample{At: time.Since(s.Begin), RSS: rss, Read: read})
+			}
+			select {
+			case <-s.stopped:
+				s.done <- out
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends the sampling and returns the samples.
+func (s *Sampler) Stop() []Sample {
+	close(s.stopped)
+	return <-s.done
 }

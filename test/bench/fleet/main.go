@@ -238,7 +238,7 @@ func main() {
 		fmt.Printf("- load average at start: %s; before meshdns started (after waiting up to 10 min for < %.2f): %s; at the start of each phase: %s\n",
 			startLoad, *maxLoad, syncLoad, phaseLoads(phases))
 		fmt.Printf("- meshdns alone on CPU %d with GOMAXPROCS=1; this program (writers, load, poll, the NXDOMAIN upstream), etcd and kube-apiserver on CPU %d\n", serverCPU, clientCPU)
-		rejected, _ := metricSum(b.metrics, "coredns_meshdns_rejected_total")
+		rejected, _ := harness.Metric(b.metrics, "coredns_meshdns_rejected_total")
 		fmt.Printf("- meshdns counted %.0f rejections; the upstream got %d queries; %d API writes were retried\n",
 			rejected, b.up.queries.Load(), b.retries.Load())
 		fmt.Print(definitions)
@@ -409,7 +409,7 @@ func (b *bench) run(name string, ops []op) (phase, error) {
 	if err != nil {
 		return ph, err
 	}
-	updates0, _ := metricSum(b.metrics, "coredns_meshdns_updates_total")
+	updates0, _ := harness.Metric(b.metrics, "coredns_meshdns_updates_total")
 	w0 := b.writes.Load()
 	var returned atomic.Int64
 
@@ -455,7 +455,7 @@ func (b *bench) run(name string, ops []op) (phase, error) {
 
 	res := <-conv
 	cpu1, cerr := harness.CPUTime(b.p.Pid())
-	updates1, _ := metricSum(b.metrics, "coredns_meshdns_updates_total")
+	updates1, _ := harness.Metric(b.metrics, "coredns_meshdns_updates_total")
 	stopLoad()
 	ph.cpu, ph.updates = cpu1-cpu0, updates1-updates0
 	var last time.Time
@@ -491,7 +491,7 @@ func (b *bench) progress(name string, ops int, returned *atomic.Int64, w0 int64,
 			return
 		case <-t.C:
 			cpu, _ := harness.CPUTime(b.p.Pid())
-			updates, _ := metricSum(b.metrics, "coredns_meshdns_updates_total")
+			updates, _ := harness.Metric(b.metrics, "coredns_meshdns_updates_total")
 			var final int
 			st.count(func(s *stats) { final = s.hostsFinal })
 			log.Printf("%s +%s: %d of %d operations returned (%d writes), %d of %d hosts final; meshdns CPU %s, %.0f table updates; answers: %s",

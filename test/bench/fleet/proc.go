@@ -4,7 +4,6 @@ package main
 // main cannot be imported).
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"log"
@@ -61,35 +60,6 @@ func waitReady(p *harness.Process, url string, limit time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// metricSum adds up every sample of a prometheus metric, whatever its labels.
-func metricSum(url, name string) (float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	s.Buffer(nil, 1<<20)
-	sum := 0.0
-	for s.Scan() {
-		line := s.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %v", url, line, err)
-		}
-		sum += v
-	}
-	return sum, s.Err()
 }
 
 // nxdomain is the upstream of the forward plugin: NXDOMAIN for every name,

@@ -38,7 +38,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -325,7 +324,7 @@ func (b *bench) run(k int, s server) result {
 	if res.cpu, err = harness.CPUTime(p.Pid()); err != nil {
 		fail("%v", err)
 	}
-	if res.syncRead, err = procIO(p.Pid(), "rchar"); err != nil {
+	if res.syncRead, err = harness.ProcIO(p.Pid(), "rchar"); err != nil {
 		fail("%v", err)
 	}
 	log.Printf("%s: synced %d services in %s, using %s of CPU, having read %s", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu, mib(res.syncRead))
@@ -346,7 +345,7 @@ func (b *bench) run(k int, s server) result {
 	if err := download("http://"+pprof+"/debug/pprof/heap?gc=1", path); err != nil {
 		fail("heap profile: %v", err)
 	}
-	if res.heap, err = metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
+	if res.heap, err = harness.Metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
 		fail("%v", err)
 	}
 	log.Printf("%s: RSS %s, live heap %s", s.name, mib(res.rss), mib(res.heap))
@@ -565,7 +564,7 @@ func rssBreakdown(pid int, metricsURL string) string {
 	}
 	m := map[string]float64{}
 	for _, name := range []string{"heap_inuse", "heap_idle", "heap_released", "stack_sys", "next_gc"} {
-		v, err := metric(metricsURL, "go_memstats_"+name+"_bytes")
+		v, err := harness.Metric(metricsURL, "go_memstats_"+name+"_bytes")
 		if err != nil {
 			return err.Error()
 		}
@@ -573,23 +572,6 @@ func rssBreakdown(pid int, metricsURL string) string {
 	}
 	return fmt.Sprintf("%s; Go heap in use %s, free and kept %s, stacks %s, next GC at %s", strings.Join(out, ", "),
 		mib(m["heap_inuse"]), mib(m["heap_idle"]-m["heap_released"]), mib(m["stack_sys"]), mib(m["next_gc"]))
-}
-
-// metric returns the value of an unlabelled prometheus metric.
-func metric(url, name string) (float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	s.Buffer(nil, 1<<20)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), name+" "); ok {
-			return strconv.ParseFloat(rest, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s: no metric %s", url, name)
 }
 
 func copyFile(from, to string) error {

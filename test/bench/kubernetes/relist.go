@@ -88,14 +88,14 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 		}
 	}
 	logFrom := len(logLines(p))
-	read0, err := procIO(pid, "rchar")
+	read0, err := harness.ProcIO(pid, "rchar")
 	if err != nil {
 		fail("%v", err)
 	}
 	if err := harness.ResetPeakRSS(pid); err != nil {
 		fail("%v", err)
 	}
-	smp := startSampler(pid, sampleEvery)
+	smp := harness.StartSampler(pid, sampleEvery)
 
 	log.Printf("%s: stopping kube-apiserver; %s/%s is deleted from etcd, etcd's revision moves on and is compacted, so the watches' resource versions are too old",
 		s.name, gone.Namespace, gone.Name)
@@ -153,7 +153,7 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 	var quietSince time.Time
 	var lastRead float64
 	for {
-		read, err := procIO(pid, "rchar")
+		read, err := harness.ProcIO(pid, "rchar")
 		if err != nil {
 			fail("%v", err)
 		}
@@ -205,8 +205,8 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 	if err != nil {
 		fail("%v", err)
 	}
-	samples := smp.stop()
-	zero := restart.Sub(smp.begin) // sample times are from the sampler's start
+	samples := smp.Stop()
+	zero := restart.Sub(smp.Begin) // sample times are from the sampler's start
 	res.readFrom, res.readTo, res.peakAt, res.topSample = relistTimes(samples, read0, res.read, zero)
 	// The kernel's RSS counters are per CPU and read approximately: a
 	// sample may be a little above VmHWM. More means the reset or the
@@ -288,18 +288,18 @@ func logTail(p *harness.Process, n int) string {
 // time), when the relist's reading began (the first sample with more than
 // quietRead read since the restart) and ended (the first with 99% of what
 // the relist read), or never, and when VmRSS was highest, and that VmRSS.
-func relistTimes(samples []sample, read0, read float64, zero time.Duration) (from, to, peakAt time.Duration, top float64) {
+func relistTimes(samples []harness.Sample, read0, read float64, zero time.Duration) (from, to, peakAt time.Duration, top float64) {
 	from, to = never, never
 	for _, x := range samples {
-		got := x.read - read0
+		got := x.Read - read0
 		if from == never && got > quietRead {
-			from = x.at - zero
+			from = x.At - zero
 		}
 		if to == never && got >= 0.99*read {
-			to = x.at - zero
+			to = x.At - zero
 		}
-		if x.rss > top {
-			top, peakAt = x.rss, x.at-zero
+		if x.RSS > top {
+			top, peakAt = x.RSS, x.At-zero
 		}
 	}
 	return from, to, peakAt, top
@@ -307,18 +307,18 @@ func relistTimes(samples []sample, read0, read float64, zero time.Duration) (fro
 
 // timeline is VmRSS every 0.5 s of the samples, and at its highest, for
 // the log.
-func timeline(samples []sample, zero time.Duration) string {
+func timeline(samples []harness.Sample, zero time.Duration) string {
 	var parts []string
 	var next time.Duration
-	top := slices.MaxFunc(samples, func(a, b sample) int { return cmp.Compare(a.rss, b.rss) })
+	top := slices.MaxFunc(samples, func(a, b harness.Sample) int { return cmp.Compare(a.RSS, b.RSS) })
 	for _, x := range samples {
-		if x.at >= next || x == top {
+		if x.At >= next || x == top {
 			mark := ""
 			if x == top {
 				mark = " (highest)"
 			}
-			parts = append(parts, fmt.Sprintf("%.2f: %.0f%s", (x.at-zero).Seconds(), x.rss/(1<<20), mark))
-			next = x.at + 500*time.Millisecond
+			parts = append(parts, fmt.Sprintf("%.2f: %.0f%s", (x.At-zero).Seconds(), x.RSS/(1<<20), mark))
+			next = x.At + 500*time.Millisecond
 		}
 	}
 	return strings.Join(parts, ", ")
@@ -326,11 +326,11 @@ func timeline(samples []sample, zero time.Duration) string {
 
 // writeSamples saves the samples as tab-separated values: seconds from the
 // API server's restart, VmRSS in MiB, MiB read since it was stopped.
-func writeSamples(path string, samples []sample, zero time.Duration, read0 float64) error {
+func writeSamples(path string, samples []harness.Sample, zero time.Duration, read0 float64) error {
 	var buf bytes.Buffer
 	buf.WriteString("s_from_apiserver_restart\tvmrss_mib\tread_mib\n")
 	for _, x := range samples {
-		fmt.Fprintf(&buf, "%.3f\t%.1f\t%.1f\n", (x.at - zero).Seconds(), x.rss/(1<<20), (x.read-read0)/(1<<20))
+		fmt.Fprintf(&buf, "%.3f\t%.1f\t%.1f\n", (x.At - zero).Seconds(), x.RSS/(1<<20), (x.Read-read0)/(1<<20))
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o644)
 }

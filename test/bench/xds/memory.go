@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"log"
@@ -126,7 +125,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		if err := harness.ResetPeakRSS(pid); err != nil {
 			fail("%v", err)
 		}
-		smp := startSampler(pid, sampleEvery)
+		smp := harness.StartSampler(pid, sampleEvery)
 		sent, acked, err := st.send(pu)
 		if err != nil {
 			fail("push %d of %d hosts: %v", k+1, n, err)
@@ -138,11 +137,11 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		if err != nil {
 			fail("%v", err)
 		}
-		samples := smp.stop()
+		samples := smp.Stop()
 		var top float64
 		for _, x := range samples {
-			if x.rss > top {
-				top, m.peakAt = x.rss, x.at.Sub(sent)
+			if x.RSS > top {
+				top, m.peakAt = x.RSS, x.At-sent.Sub(smp.Begin)
 			}
 		}
 		// The kernel's RSS counters are per CPU and read approximately: a
@@ -153,7 +152,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		}
 		m.peak = max(hwm, top)
 		log.Printf("memory: push %d (%s), %s: ACK after %s; peak RSS %s (VmHWM %s, VmRSS highest %s %s after the send, %s at the end)",
-			k+1, name, size(pu.bytes), ms(m.ack), mib(m.peak), mib(hwm), mib(top), secs(m.peakAt), mib(samples[len(samples)-1].rss))
+			k+1, name, size(pu.bytes), ms(m.ack), mib(m.peak), mib(hwm), mib(top), secs(m.peakAt), mib(samples[len(samples)-1].RSS))
 		var gcs []string
 		for _, l := range logLines(p)[logFrom:] {
 			if strings.HasPrefix(l, "gc ") {
@@ -181,7 +180,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 	if err := download("http://"+pprofAddr+"/debug/pprof/heap?gc=1", ""); err != nil {
 		fail("%v", err)
 	}
-	if res.heap, err = metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
+	if res.heap, err = harness.Metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
 		fail("%v", err)
 	}
 	log.Printf("memory: live heap after the pushes %s", mib(res.heap))
@@ -264,63 +263,6 @@ func checkTable(addr string, nt *nds.NameTable) []string {
 		}
 	}
 	return wrong
-}
-
-// sample is one reading of VmRSS.
-type sample struct {
-	at  time.Time
-	rss float64
-}
-
-// sampler reads VmRSS of a process every interval, to say when a peak
-// happens: VmHWM says only how high.
-type sampler struct {
-	stopped chan struct{}
-	done    chan []sample
-}
-
-func startSampler(pid int, every time.Duration) *sampler {
-	s := &sampler{stopped: make(chan struct{}), done: make(chan []sample, 1)}
-	go func() {
-		var out []sample
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			if rss, err := harness.ProcStatus(pid, "VmRSS"); err == nil {
-				out = append(out, sample{at: time.Now(), rss: rss})
-			}
-			select {
-			case <-s.stopped:
-				s.done <- out
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-// stop ends the sampling and returns the samples.
-func (s *sampler) stop() []sample {
-	close(s.stopped)
-	return <-s.done
-}
-
-// metric returns the value of an unlabelled prometheus metric.
-func metric(url, name string) (float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	s.Buffer(nil, 1<<20)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), name+" "); ok {
-			return strconv.ParseFloat(rest, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s: no metric %s", url, name)
 }
 
 // download saves what url answers in path, or discards it if path is "".
