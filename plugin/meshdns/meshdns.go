@@ -208,7 +208,10 @@ func (m *MeshDNS) unknown(ctx context.Context, w dns.ResponseWriter, r *dns.Msg,
 		return m.atApex(ctx, w, r, apex)
 	}
 	if qname == m.versionName {
-		return m.version(ctx, w, r)
+		return m.version(ctx, w, r, SchemaVersion, m.domain)
+	}
+	if qname == clustersetVersionName && m.servesClusterset() {
+		return m.version(ctx, w, r, MulticlusterSchemaVersion, zone)
 	}
 	if m.nameServer(qname) {
 		return m.nsAddrs(ctx, w, r)

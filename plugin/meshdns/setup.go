@@ -189,6 +189,13 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 				return nil, c.Errf("%s: %v", s.Name(), err)
 			}
 		}
+	}
+	for _, s := range sources {
+		if g, ok := s.(source.Grouper); ok {
+			if err := g.Group(sources); err != nil {
+				return nil, c.Errf("%s: %v", s.Name(), err)
+			}
+		}
 		m.addSource(s)
 	}
 	m.setSOAs()

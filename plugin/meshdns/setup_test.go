@@ -234,6 +234,8 @@ func TestParseSourceBlockErrors(t *testing.T) {
 		{"unknown option inside the source block", "kubernetes {\nnamespace shop\n}", `kubernetes: unknown property "namespace"`},
 		{"brace on its own line", "kubernetes\n{\ncluster a\n}", "'{' must be on the line of the option it opens"},
 		{"file with a block", "file " + f + " {\nreload 1s\n}", "file: takes no block"},
+		{"two clusters of the client", "kubernetes /k {\ncluster a\nclient_cluster\n}\nkubernetes /k {\ncluster b\nclient_cluster\n}",
+			"client_cluster is set for more than one cluster: a, b"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/miekg/dns"
+
+	"github.com/meshdns/meshdns/plugin/table"
 )
 
 // soaCache holds the SOA of one apex, rebuilt only when the table's serial
@@ -153,13 +155,28 @@ func (m *MeshDNS) nsAddrs(ctx context.Context, w dns.ResponseWriter, r *dns.Msg)
 // specification meshdns implements, served at dns-version.<domain>.
 const SchemaVersion = "1.1.0"
 
-// version answers dns-version.<domain> (specification §2.2), with the TTL of
-// the specification's example: the record never changes.
-func (m *MeshDNS) version(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+// MulticlusterSchemaVersion is the version of the Kubernetes Multicluster
+// DNS specification (KEP-1645) meshdns implements, served at
+// dns-version.clusterset.local while it serves clusterset names.
+const MulticlusterSchemaVersion = "1.0.0"
+
+// clustersetVersionName is the multicluster schema version's name.
+const clustersetVersionName = "dns-version.clusterset.local."
+
+// servesClusterset reports whether the table has names under
+// svc.clusterset.local: a source serves Multi-Cluster Services.
+func (m *MeshDNS) servesClusterset() bool {
+	return m.table.Lookup("svc.clusterset.local.").Kind == table.Empty
+}
+
+// version answers dns-version.<domain> and dns-version.clusterset.local
+// (each specification's §2.2) with version, with the TTL of the
+// specifications' example: the record never changes.
+func (m *MeshDNS) version(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, version, zone string) (int, error) {
 	q := r.Question[0]
 	if q.Qtype != dns.TypeTXT && q.Qtype != dns.TypeANY {
-		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, nil, m.soa(m.versionName, m.domain))
+		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, nil, m.soa(strings.ToLower(q.Name), zone))
 	}
-	txt := &dns.TXT{Hdr: hdr(q.Name, dns.TypeTXT, 28800), Txt: []string{SchemaVersion}}
+	txt := &dns.TXT{Hdr: hdr(q.Name, dns.TypeTXT, 28800), Txt: []string{version}}
 	return m.write(ctx, w, r, resultHit, dns.RcodeSuccess, []dns.RR{txt}, nil)
 }

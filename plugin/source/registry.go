@@ -18,6 +18,14 @@ type Finisher interface {
 	Finish(domain, namespace string) error
 }
 
+// Grouper is a source that works with the other sources of the same meshdns
+// block (the clusters of one mesh, each its own source). Group is called
+// once per source, after Finish, with every source of the block in the
+// Corefile's order.
+type Grouper interface {
+	Group(all []Source) error
+}
+
 // ClientNamespacer is a source that knows the namespace of the client it
 // speaks for (an xds source's node): the meshdns block takes it when it
 // sets none.

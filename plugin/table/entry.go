@@ -92,6 +92,10 @@ func ParseProtocol(s string) (Protocol, error) {
 type Endpoint struct {
 	Hostname string
 	Addr     netip.Addr
+	// Cluster, for an endpoint of a multicluster service, is the ID of the
+	// member cluster it runs in: its name is then "<hostname>.<Cluster>.<Host>"
+	// (Kubernetes Multicluster DNS specification §2.4.1).
+	Cluster string
 }
 
 // Validation errors carry a reason that sources and metrics use as a label.
@@ -181,8 +185,8 @@ func Normalize(e Entry) (Entry, error) {
 		return e, fmt.Errorf("%w: %s: %d endpoints, more than %d", ErrEndpoint, host, len(e.Endpoints), maxAddrs)
 	}
 	for _, ep := range e.Endpoints {
-		if !usableAddr(ep.Addr) || (ep.Hostname != "" && !isLabel(ep.Hostname)) {
-			return e, fmt.Errorf("%w: %s: endpoint %q %v", ErrEndpoint, host, ep.Hostname, ep.Addr)
+		if !usableAddr(ep.Addr) || (ep.Hostname != "" && !isLabel(ep.Hostname)) || (ep.Cluster != "" && !isLabel(ep.Cluster)) {
+			return e, fmt.Errorf("%w: %s: endpoint %q %v", ErrEndpoint, host, endpointLabel(ep), ep.Addr)
 		}
 	}
 	if len(e.Endpoints) > 0 && strings.HasPrefix(host, "*.") {

@@ -2,6 +2,7 @@ package table
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -84,7 +85,7 @@ func (t *Table) Lookup(qname string) Match {
 			return Match{Kind: Shortcut, Record: r, Cut: len(head) + 1}
 		}
 	}
-	if _, ok := t.ents.get(name); ok || t.shortParent(name) {
+	if _, ok := t.ents.get(name); ok || t.shortParent(name) || t.clusterParent(name) {
 		return Match{Kind: Empty}
 	}
 	return Match{}
@@ -120,12 +121,36 @@ func (t *Table) exact(name string) *Record {
 	}
 	if t.hasEndpoint.Load() > 0 {
 		if label, parent, ok := strings.Cut(name, "."); ok {
-			if r, ok := t.names.get(parent); ok && r.extra != nil {
-				return r.extra.byLabel[label]
+			if r, ok := t.names.get(parent); ok {
+				if r.extra != nil {
+					return r.extra.byLabel[label]
+				}
+				return nil
+			}
+			// A multicluster service's endpoint: "<hostname>.<cluster>.<host>".
+			if cluster, host, ok := strings.Cut(parent, "."); ok && t.hasCluster.Load() > 0 {
+				if r, ok := t.names.get(host); ok && r.extra != nil && len(r.extra.clusters) > 0 {
+					return r.extra.byLabel[name[:len(label)+1+len(cluster)]]
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// clusterParent reports whether name is "<cluster>.<host>", the empty
+// non-terminal above the names of a multicluster service's endpoints in one
+// cluster.
+func (t *Table) clusterParent(name string) bool {
+	if t.hasCluster.Load() == 0 {
+		return false
+	}
+	cluster, host, ok := strings.Cut(name, ".")
+	if !ok {
+		return false
+	}
+	r, ok := t.names.get(host)
+	return ok && r.extra != nil && slices.Contains(r.extra.clusters, cluster)
 }
 
 // short resolves "name.ns", "name.ns.svc" and, with a configured namespace,

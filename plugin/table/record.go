@@ -71,7 +71,10 @@ type recordExtra struct {
 	endpoints []Endpoint // as given, for equality
 	names     []*Record  // endpoint names, sorted by owner
 	byLabel   map[string]*Record
-	wildcard  bool // owner is "*.suffix."
+	// clusters are the member clusters of a multicluster service's
+	// endpoints: "<cluster>.<host>" is an empty non-terminal.
+	clusters []string
+	wildcard bool // owner is "*.suffix."
 }
 
 // Owner is the canonical name with its trailing dot.
@@ -209,6 +212,11 @@ func (t *Table) build(src SourceID, e Entry) *Record {
 			x.target = e.Target + "."
 		}
 		x.names, x.byLabel = t.endpointRecords(src, r.owner(), e.Endpoints)
+		for _, ep := range e.Endpoints {
+			if ep.Cluster != "" && !slices.Contains(x.clusters, ep.Cluster) {
+				x.clusters = append(x.clusters, ep.Cluster)
+			}
+		}
 		r.extra = x
 	}
 	return r
@@ -238,12 +246,17 @@ func (t *Table) endpointRecords(src SourceID, owner string, eps []Endpoint) ([]*
 	return names, byLabel
 }
 
-// endpointLabel is the first label of an endpoint's name.
+// endpointLabel is what an endpoint's name puts before its host: its
+// hostname or dashed address, then its cluster for a multicluster service.
 func endpointLabel(ep Endpoint) string {
-	if ep.Hostname != "" {
-		return ep.Hostname
+	label := ep.Hostname
+	if label == "" {
+		label = dashed(ep.Addr)
 	}
-	return dashed(ep.Addr)
+	if ep.Cluster != "" {
+		label += "." + ep.Cluster
+	}
+	return label
 }
 
 // dashed is the CoreDNS kubernetes plugin's name for an endpoint without a

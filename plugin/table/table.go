@@ -50,6 +50,7 @@ type Table struct {
 	// none), so a lookup skips suffixes too deep to match.
 	wildMaxLabels atomic.Int32
 	hasEndpoint   atomic.Int64 // records with endpoint names
+	hasCluster    atomic.Int64 // records with endpoint names under a cluster label
 	updated       atomic.Int64 // unix seconds of the last change, for the SOA serial
 
 	mu      sync.Mutex // serializes writers
@@ -420,11 +421,17 @@ func (w *writer) publish(b *recordMap, key string, prev, next *Record) {
 		if len(prev.Endpoints()) > 0 {
 			w.t.hasEndpoint.Add(-1)
 		}
+		if prev.extra != nil && len(prev.extra.clusters) > 0 {
+			w.t.hasCluster.Add(-1)
+		}
 	}
 	if next != nil {
 		w.t.sources[next.source].names += next.nameCount(ns)
 		if len(next.Endpoints()) > 0 {
 			w.t.hasEndpoint.Add(1)
+		}
+		if next.extra != nil && len(next.extra.clusters) > 0 {
+			w.t.hasCluster.Add(1)
 		}
 		if n := int32(strings.Count(key, ".") + 1); next.Wildcard() && n > w.t.wildMaxLabels.Load() {
 			w.t.wildMaxLabels.Store(n)

@@ -549,3 +549,47 @@ func TestReverseParent(t *testing.T) {
 	tb.Apply(src, nil, []string{"b.example"})
 	check(false)
 }
+
+func TestMulticlusterEndpointNames(t *testing.T) {
+	tb := New(Config{Domain: "cluster.local", TTL: 30})
+	src := tb.AddSource("test")
+	res := tb.Apply(src, []Entry{{Host: "db.data.svc.clusterset.local", Registry: Kubernetes,
+		Addrs:     []netip.Addr{ip("10.1.0.5"), ip("10.2.0.5"), ip("10.2.0.6")},
+		Ports:     []Port{{Name: "pg", Number: 5432, Protocol: TCP}},
+		Endpoints: []Endpoint{{Hostname: "db-0", Addr: ip("10.1.0.5"), Cluster: "c1"}, {Hostname: "db-0", Addr: ip("10.2.0.5"), Cluster: "c2"}, {Addr: ip("10.2.0.6"), Cluster: "c2"}}}}, nil)
+	if len(res.Rejected) > 0 {
+		t.Fatalf("rejected: %+v", res.Rejected)
+	}
+	tests := []struct {
+		q     string
+		kind  Kind
+		owner string
+	}{
+		{"db-0.c1.db.data.svc.clusterset.local.", Hit, "db-0.c1.db.data.svc.clusterset.local."},
+		{"db-0.c2.db.data.svc.clusterset.local.", Hit, "db-0.c2.db.data.svc.clusterset.local."},
+		{"10-2-0-6.c2.db.data.svc.clusterset.local.", Hit, "10-2-0-6.c2.db.data.svc.clusterset.local."},
+		// Multicluster DNS specification §2.4.4: no name for one cluster's
+		// backends; the name exists (names below it do), so NODATA.
+		{"c1.db.data.svc.clusterset.local.", Empty, ""},
+		{"c3.db.data.svc.clusterset.local.", Miss, ""},
+		{"db-0.db.data.svc.clusterset.local.", Miss, ""},
+		{"db-0.c3.db.data.svc.clusterset.local.", Miss, ""},
+		{"10-2-0-6.c1.db.data.svc.clusterset.local.", Miss, ""},
+	}
+	for _, tt := range tests {
+		m := tb.Lookup(tt.q)
+		owner := ""
+		if m.Record != nil {
+			owner = m.Record.Owner()
+		}
+		if m.Kind != tt.kind || owner != tt.owner {
+			t.Errorf("Lookup(%s) = %v %q, want %v %q", tt.q, m.Kind, owner, tt.kind, tt.owner)
+		}
+	}
+	if ptr, want := tb.PTR(ip("10.2.0.5")), []string{"db-0.c2.db.data.svc.clusterset.local."}; !slices.Equal(ptr, want) {
+		t.Errorf("PTR 10.2.0.5 = %v, want %v", ptr, want)
+	}
+	if _, err := Normalize(Entry{Host: "a.b.svc.clusterset.local", Endpoints: []Endpoint{{Addr: ip("10.0.0.1"), Cluster: "a.b"}}}); !errors.Is(err, ErrEndpoint) {
+		t.Errorf("a cluster of two labels: err %v, want %v", err, ErrEndpoint)
+	}
+}

@@ -33,10 +33,21 @@ func installIstioCRDs(ctx context.Context, config *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	crds, err := readCRDs(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open CRDs: %w", err)
+	}
+	defer f.Close()
+	crds, err := readCRDs(path, f)
 	if err != nil {
 		return err
 	}
+	return applyCRDs(ctx, config, crds)
+}
+
+// applyCRDs server-side applies crds and waits until every one is
+// established.
+func applyCRDs(ctx context.Context, config *rest.Config, crds []*unstructured.Unstructured) error {
 	client, err := dynamic.NewForConfig(config)
 	if err != nil {
 		return fmt.Errorf("dynamic client: %w", err)
@@ -108,13 +119,9 @@ func goCommand(dir string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// readCRDs decodes the CustomResourceDefinitions of a multi-document YAML file.
-func readCRDs(path string) ([]*unstructured.Unstructured, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open CRDs: %w", err)
-	}
-	defer f.Close()
+// readCRDs decodes the CustomResourceDefinitions of a multi-document YAML
+// file; path names it in errors.
+func readCRDs(path string, f io.Reader) ([]*unstructured.Unstructured, error) {
 	var crds []*unstructured.Unstructured
 	docs := utilyaml.NewYAMLReader(bufio.NewReader(f))
 	for {

@@ -45,19 +45,26 @@ func serviceToEntry(s *service, domain string, eps []*endpointSlice) table.Entry
 	if !rare.headless {
 		return e
 	}
+	return withEndpoints(e, eps, rare.notReady)
+}
+
+// withEndpoints gives a headless service's entry the ready endpoints of its
+// slices (all of them with notReady) as its addresses, each also under its
+// own name, and the ports they listen on.
+func withEndpoints(e table.Entry, eps []*endpointSlice, notReady bool) table.Entry {
 	e.Addrs = nil
 	e.Ports = endpointPorts(e.Ports, eps)
 	for _, sl := range eps {
 		for _, ep := range sl.endpoints {
-			if ep.ready || rare.notReady {
-				e.Endpoints = append(e.Endpoints, table.Endpoint{Hostname: ep.hostname, Addr: ep.addr})
+			if ep.ready || notReady {
+				e.Endpoints = append(e.Endpoints, table.Endpoint{Hostname: ep.hostname, Addr: ep.addr, Cluster: sl.cluster})
 				e.Addrs = append(e.Addrs, ep.addr)
 			}
 		}
 	}
 	// Several slices may carry the same endpoint while they are updated.
 	slices.SortFunc(e.Endpoints, func(a, b table.Endpoint) int {
-		return cmp.Or(strings.Compare(a.Hostname, b.Hostname), a.Addr.Compare(b.Addr))
+		return cmp.Or(strings.Compare(a.Cluster, b.Cluster), strings.Compare(a.Hostname, b.Hostname), a.Addr.Compare(b.Addr))
 	})
 	e.Endpoints = slices.Compact(e.Endpoints)
 	e.Addrs = sortAddrs(e.Addrs)

@@ -121,8 +121,11 @@ type endpoint struct {
 type endpointSlice struct {
 	apiObject
 	ns, name, version string
-	service           string // "ns/name" of the Service it belongs to
-	endpoints         []endpoint
+	service           string // "ns/name" of the Service, or ServiceImport, it belongs to
+	// cluster, for a slice an MCS controller imported, is the cluster its
+	// endpoints run in; "" for the cluster's own.
+	cluster   string
+	endpoints []endpoint
 	// ports are the ports on the endpoints (the Service's target ports),
 	// which a headless Service's SRV records give; shared (intern.go).
 	ports *[]table.Port
@@ -233,13 +236,21 @@ func convertService(s *corev1.Service, domain string) (*service, error) {
 }
 
 // convertEndpointSlice keeps the addresses of a slice that belongs to a
-// Service. Slices of FQDN type, or without a service label, give nothing.
+// Service, or to a ServiceImport (mcs.go). Slices of FQDN type, or without
+// a service label, give nothing.
 func convertEndpointSlice(s *discoveryv1.EndpointSlice) (*endpointSlice, error) {
+	cluster, err := mcsCluster(s.Labels)
+	if err != nil {
+		return nil, err
+	}
 	svc := s.Labels[discoveryv1.LabelServiceName]
+	if cluster != "" {
+		svc = s.Labels[mcsServiceLabel]
+	}
 	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
 		return nil, nil
 	}
-	out := &endpointSlice{ns: s.Namespace, name: s.Name, version: s.ResourceVersion, service: s.Namespace + "/" + svc}
+	out := &endpointSlice{ns: s.Namespace, name: s.Name, version: s.ResourceVersion, service: s.Namespace + "/" + svc, cluster: cluster}
 	var ps []table.Port
 	for _, p := range s.Ports {
 		if p.Port == nil || *p.Port < 1 || *p.Port > 65535 {

@@ -139,6 +139,25 @@ func TestConvertEndpointSlice(t *testing.T) {
 			}},
 		},
 		{
+			name: "imported by an MCS controller: the ServiceImport's and the cluster's labels",
+			slice: discoveryv1.EndpointSlice{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "imported-x", Labels: map[string]string{
+					mcsServiceLabel: "mysql", mcsClusterLabel: "East", discoveryv1.LabelServiceName: "derived-mysql"}},
+				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}, Hostname: &host}},
+			},
+			want: &endpointSlice{service: "db/mysql", cluster: "east", endpoints: []endpoint{
+				{hostname: "mysql-0", addr: netip.MustParseAddr("10.1.0.1"), ready: true},
+			}},
+		},
+		{
+			name: "imported without its cluster",
+			slice: discoveryv1.EndpointSlice{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "imported-x", Labels: map[string]string{mcsServiceLabel: "mysql"}},
+				Endpoints:  []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}}},
+			},
+			wantErr: true,
+		},
+		{
 			name:  "no service label",
 			slice: discoveryv1.EndpointSlice{ObjectMeta: meta("db", "x"), Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}}}},
 		},
@@ -167,7 +186,7 @@ func TestConvertEndpointSlice(t *testing.T) {
 			if tt.wantErr {
 				return
 			}
-			if (got == nil) != (tt.want == nil) || got != nil && (got.service != tt.want.service || !slices.Equal(got.endpoints, tt.want.endpoints)) {
+			if (got == nil) != (tt.want == nil) || got != nil && (got.service != tt.want.service || got.cluster != tt.want.cluster || !slices.Equal(got.endpoints, tt.want.endpoints)) {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})

@@ -28,6 +28,8 @@ const DefaultCluster = "Kubernetes"
 //	    burst N
 //	    auto_allocate
 //	    mesh_wide
+//	    client_cluster
+//	    network NAME
 //	}
 //
 // The meshdns block sets Domain and Namespace afterwards.
@@ -96,14 +98,22 @@ func Parse(c *caddy.Controller) (*Source, error) {
 				return nil, c.Errf("kubernetes: burst: want a positive number, got %d", b)
 			}
 			s.Burst = b
-		case "auto_allocate", "mesh_wide":
+		case "network":
+			if len(args) != 1 || len(validation.IsDNS1123Label(strings.ToLower(args[0]))) > 0 {
+				return nil, c.Errf("kubernetes: network: want one name, got %q", args)
+			}
+			s.Network = args[0]
+		case "auto_allocate", "mesh_wide", "client_cluster":
 			if len(args) != 0 {
 				return nil, c.Errf("kubernetes: %s takes no arguments", opt)
 			}
-			if opt == "auto_allocate" {
+			switch opt {
+			case "auto_allocate":
 				s.AutoAllocate = true
-			} else {
+			case "mesh_wide":
 				s.MeshWide = true
+			default:
+				s.ClientCluster = true
 			}
 		default:
 			return nil, c.Errf("kubernetes: unknown property %q", opt)

@@ -34,8 +34,11 @@ func TestParse(t *testing.T) {
 			burst 100
 			auto_allocate
 			mesh_wide
+			client_cluster
+			network net-1
 		}`, Source{Kubeconfig: "/etc/kube.conf", Context: "east", Cluster: "east", Namespaces: []string{"shop", "db"},
-			Labels: "app in (a, b),tier!=test", StartupTimeout: 30 * time.Second, QPS: 50.5, Burst: 100, AutoAllocate: true, MeshWide: true}},
+			Labels: "app in (a, b),tier!=test", StartupTimeout: 30 * time.Second, QPS: 50.5, Burst: 100, AutoAllocate: true, MeshWide: true,
+			ClientCluster: true, Network: "net-1"}},
 		{"kubernetes {\n}", Source{Cluster: "Kubernetes", StartupTimeout: 5 * time.Second}},
 	}
 	for _, tt := range tests {
@@ -47,7 +50,8 @@ func TestParse(t *testing.T) {
 		if got.Kubeconfig != tt.want.Kubeconfig || got.Context != tt.want.Context || got.Cluster != tt.want.Cluster ||
 			!slices.Equal(got.Namespaces, tt.want.Namespaces) || got.Labels != tt.want.Labels ||
 			got.StartupTimeout != tt.want.StartupTimeout || got.QPS != tt.want.QPS || got.Burst != tt.want.Burst ||
-			got.AutoAllocate != tt.want.AutoAllocate || got.MeshWide != tt.want.MeshWide {
+			got.AutoAllocate != tt.want.AutoAllocate || got.MeshWide != tt.want.MeshWide ||
+			got.ClientCluster != tt.want.ClientCluster || got.Network != tt.want.Network {
 			t.Errorf("%q:\ngot  %+v\nwant %+v", tt.input, *got, tt.want)
 		}
 		if want := "kubernetes:" + tt.want.Cluster; got.Name() != want {
@@ -70,6 +74,9 @@ func TestParseErrors(t *testing.T) {
 		{"kubernetes {\n burst x\n}", "burst"},
 		{"kubernetes {\n burst 1 2\n}", "burst: want one value"},
 		{"kubernetes {\n auto_allocate yes\n}", "takes no arguments"},
+		{"kubernetes {\n client_cluster east\n}", "takes no arguments"},
+		{"kubernetes {\n network\n}", "network: want one name"},
+		{"kubernetes {\n network a.b\n}", "network: want one name"},
 		{"kubernetes {\n pods verified\n}", `unknown property "pods"`},
 	}
 	for _, tt := range tests {

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -51,6 +52,16 @@ type Source struct {
 	AutoAllocate bool
 	// MeshWide ignores exportTo: every name of the mesh is served.
 	MeshWide bool
+	// ClientCluster says the client runs in this cluster, when the block
+	// has several (multicluster.go); else the first is the client's.
+	ClientCluster bool
+	// Network is the cluster's network: a headless Service answers only the
+	// endpoints of clusters on the client's network. Empty matches any.
+	Network string
+
+	// member is this cluster's place in the block's cluster set; nil with
+	// one kubernetes source.
+	member *member
 
 	// Domain and Namespace come from the meshdns block.
 	Domain, Namespace string
@@ -66,6 +77,9 @@ func (s *Source) Start(ctx context.Context, sink source.Sink) error {
 	if err != nil {
 		return err
 	}
+	if s.member != nil {
+		sink = s.member.start(sink)
+	}
 	w := &watcher{name: s.Name(), sink: sink}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &upTracker{rt: rt, w: w} })
 	istioCfg := rest.CopyConfig(cfg)
@@ -80,10 +94,16 @@ func (s *Source) Start(ctx context.Context, sink source.Sink) error {
 	if err != nil {
 		return fmt.Errorf("istio client: %w", err)
 	}
-	return s.run(ctx, kc, ic, sink, w)
+	dc, err := dynamic.NewForConfig(istioCfg)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	return s.run(ctx, kc, ic, dc, sink, w)
 }
 
-func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclient.Interface, sink source.Sink, w *watcher) error {
+// run starts the watches; without dc (a test's fake clients) there are no
+// ServiceImports.
+func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclient.Interface, dc dynamic.Interface, sink source.Sink, w *watcher) error {
 	namespace := s.Namespace
 	if s.MeshWide {
 		namespace = ""
@@ -110,6 +130,20 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 			newWatch(listWatch(ic, every, wes.List, wes.Watch), &networkingv1.WorkloadEntry{},
 				workloadEntryTransform, knownIn(st, ns, st.wes), w.workloadEntry, w),
 		)
+	}
+	if dc != nil {
+		if ok, _ := servesImports(kc.Discovery()); ok {
+			watches = append(watches, importWatches(dc, namespaces, st, w)...)
+		} else {
+			// Not served (or the API server is unreachable, which the
+			// watches report): ask again until it is.
+			go watchImportsOnceServed(ctx, kc.Discovery(), func() {
+				log.Infof("source %s: the cluster serves ServiceImports: watching them", s.Name())
+				for _, c := range importWatches(dc, namespaces, st, w) {
+					go c.RunWithContext(ctx)
+				}
+			})
+		}
 	}
 	synced := make([]cache.InformerSynced, len(watches))
 	for i, c := range watches {

@@ -31,7 +31,7 @@ func TestSourceFake(t *testing.T) {
 	defer cancel()
 	rec := &recorder{}
 	s := &Source{Cluster: "test", Namespaces: []string{"shop"}, StartupTimeout: 10 * time.Second, Domain: "cluster.local"}
-	if err := s.run(ctx, kc, ic, rec, &watcher{name: s.Name(), sink: rec}); err != nil {
+	if err := s.run(ctx, kc, ic, nil, rec, &watcher{name: s.Name(), sink: rec}); err != nil {
 		t.Fatal(err)
 	}
 	rec.mu.Lock()

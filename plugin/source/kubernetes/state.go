@@ -45,6 +45,7 @@ type state struct {
 	wes      map[string]*workloadEntry  // by "ns/name"
 	wesIn    map[string]*workloadIndex  // by namespace
 	selIn    map[string]*selectorIndex  // by namespace: ServiceEntries with a workload selector
+	imports  map[string]*serviceImport  // by "ns/name"
 	alloc    *allocator                 // meshdns's own allocation; nil without auto_allocate
 }
 
@@ -55,6 +56,7 @@ func newState(sc scope, sink source.Sink) *state {
 		slices:   map[string]*endpointSlice{}, slicesOf: map[string]map[string]bool{},
 		ses: map[string]*serviceEntry{}, sesOf: map[string]map[string]bool{},
 		wes: map[string]*workloadEntry{}, wesIn: map[string]*workloadIndex{}, selIn: map[string]*selectorIndex{},
+		imports: map[string]*serviceImport{},
 	}
 	if sc.autoAllocate {
 		st.alloc = newAllocator()
@@ -108,7 +110,22 @@ func (st *state) setSlice(key string, s *endpointSlice) {
 
 func (st *state) sliceHost(s *endpointSlice) string {
 	ns, name, _ := strings.Cut(s.service, "/")
+	if s.cluster != "" {
+		return importHost(name, ns)
+	}
 	return serviceHost(name, ns, st.scope.domain)
+}
+
+// setImport stores or, when si is nil, removes the ServiceImport key.
+func (st *state) setImport(key string, si *serviceImport) {
+	st.mu.Lock()
+	ns, name, _ := strings.Cut(key, "/")
+	if si == nil {
+		delete(st.imports, key)
+	} else {
+		st.imports[key] = si
+	}
+	st.flush(map[string]bool{importHost(name, ns): true})
 }
 
 // setServiceEntry stores or, when se is nil, removes the ServiceEntry key.
@@ -227,6 +244,9 @@ func (st *state) hosts() []string {
 			hosts = append(hosts, h)
 		}
 	}
+	for _, si := range st.imports {
+		hosts = append(hosts, importHost(si.name, si.ns))
+	}
 	slices.Sort(hosts)
 	return hosts
 }
@@ -261,11 +281,18 @@ func (st *state) flush(affected map[string]bool) {
 // ServiceEntries of one namespace, merged.
 func (st *state) build(host string) (table.Entry, bool) {
 	client := st.scope.namespace
-	if s := st.serviceAt(host); s != nil && visible(s.more().exportTo, s.namespace(), client) {
-		var eps []*endpointSlice
-		for k := range st.slicesOf[host] {
-			eps = append(eps, st.slices[k])
+	var eps []*endpointSlice
+	for k := range st.slicesOf[host] {
+		eps = append(eps, st.slices[k])
+	}
+	if nameNS, ok := strings.CutSuffix(host, clustersetSuffix); ok {
+		name, ns, _ := strings.Cut(nameNS, ".")
+		if si := st.imports[ns+"/"+name]; si != nil {
+			return importToEntry(si, eps), true
 		}
+		return table.Entry{}, false
+	}
+	if s := st.serviceAt(host); s != nil && visible(s.more().exportTo, s.namespace(), client) {
 		return serviceToEntry(s, st.scope.domain, eps), true
 	}
 	var ses []*serviceEntry
