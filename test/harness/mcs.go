@@ -5,6 +5,10 @@ import (
 	"context"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 )
 
@@ -21,5 +25,43 @@ func (cp *ControlPlane) InstallServiceImportCRD(t TB) {
 	defer cancel()
 	if err := applyCRDs(ctx, cp.RESTConfig, crds); err != nil {
 		t.Fatalf("%v", err)
+	}
+}
+
+// ServiceImportResource is the mcs-api ServiceImport resource meshdns reads.
+var ServiceImportResource = schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Resource: "serviceimports"}
+
+// ServiceImport creates a ServiceImport of type typ ("ClusterSetIP" or
+// "Headless") with ips and one TCP port named http on 80.
+func (a *API) ServiceImport(ns, name, typ string, ips ...string) {
+	a.T.Helper()
+	dc, err := dynamic.NewForConfig(a.CP.RESTConfig)
+	if err != nil {
+		a.T.Fatalf("dynamic client: %v", err)
+	}
+	var list []any
+	for _, ip := range ips {
+		list = append(list, ip)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+		"metadata": map[string]any{"namespace": ns, "name": name},
+		"spec": map[string]any{"type": typ, "ips": list,
+			"ports": []any{map[string]any{"name": "http", "protocol": "TCP", "port": int64(80)}}},
+	}}
+	if _, err := dc.Resource(ServiceImportResource).Namespace(ns).Create(a.Ctx, u, metav1.CreateOptions{}); err != nil {
+		a.T.Fatalf("create ServiceImport %s/%s: %v", ns, name, err)
+	}
+}
+
+// DeleteServiceImport deletes the ServiceImport ns/name.
+func (a *API) DeleteServiceImport(ns, name string) {
+	a.T.Helper()
+	dc, err := dynamic.NewForConfig(a.CP.RESTConfig)
+	if err != nil {
+		a.T.Fatalf("dynamic client: %v", err)
+	}
+	if err := dc.Resource(ServiceImportResource).Namespace(ns).Delete(a.Ctx, name, metav1.DeleteOptions{}); err != nil {
+		a.T.Fatalf("delete ServiceImport %s/%s: %v", ns, name, err)
 	}
 }

@@ -11,10 +11,6 @@ import (
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/meshdns/meshdns/test/harness"
 )
@@ -79,23 +75,6 @@ func TestMulticluster(t *testing.T) {
 	})
 
 	t.Run("Multi-Cluster Services under clusterset.local", func(t *testing.T) {
-		dc, err := dynamic.NewForConfig(c1.RESTConfig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		imports := dc.Resource(schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Resource: "serviceimports"})
-		create := func(ns, name, typ string, ips []any) {
-			t.Helper()
-			u := &unstructured.Unstructured{Object: map[string]any{
-				"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
-				"metadata": map[string]any{"namespace": ns, "name": name},
-				"spec": map[string]any{"type": typ, "ips": ips,
-					"ports": []any{map[string]any{"name": "http", "protocol": "TCP", "port": int64(80)}}},
-			}}
-			if _, err := imports.Namespace(ns).Create(ctx, u, metav1.CreateOptions{}); err != nil {
-				t.Fatalf("create ServiceImport %s/%s: %v", ns, name, err)
-			}
-		}
 		imported := func(name, service, cluster string, eps ...ep) *discoveryv1.EndpointSlice {
 			s := endpointSlice("db", name, service, eps...)
 			s.Labels = map[string]string{"multicluster.kubernetes.io/service-name": service, "multicluster.kubernetes.io/source-cluster": cluster}
@@ -103,9 +82,9 @@ func TestMulticluster(t *testing.T) {
 			s.Ports = []discoveryv1.EndpointPort{{Name: &pname, Port: &port, Protocol: &proto}}
 			return s
 		}
-		create("shop", "web", "ClusterSetIP", []any{"10.42.0.1"})
-		create("db", "mysql", "Headless", nil)
-		create("db", "empty", "Headless", nil)
+		a1.ServiceImport("shop", "web", "ClusterSetIP", "10.42.0.1")
+		a1.ServiceImport("db", "mysql", "Headless")
+		a1.ServiceImport("db", "empty", "Headless")
 		a1.Slice(imported("mysql-east", "mysql", "east", ep{"mysql-0", "10.3.0.1", true}, ep{"", "10.3.0.2", true}, ep{"mysql-9", "10.3.0.9", false}))
 		a1.Slice(imported("mysql-west", "mysql", "west", ep{"mysql-0", "10.4.0.1", true}))
 
@@ -133,9 +112,7 @@ func TestMulticluster(t *testing.T) {
 			// The cluster's own names are unchanged.
 			expect(t, s.Addr, "mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.1 10.1.0.2 10.2.0.1 10.2.0.2")
 		}
-		if err := imports.Namespace("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		a1.DeleteServiceImport("shop", "web")
 		expect(t, inC1.Addr, "web.shop.svc.clusterset.local", dns.TypeA, "NXDOMAIN")
 	})
 

@@ -64,11 +64,15 @@ func TestRBAC(t *testing.T) {
 	a.WorkloadEntry(&networkingv1.WorkloadEntry{ObjectMeta: om("shop", "vm1"),
 		Spec: apinetworking.WorkloadEntry{Address: "10.4.0.1", Labels: map[string]string{"app": "vm"}}})
 
+	cp.InstallServiceImportCRD(t)
+	a.ServiceImport("shop", "web", "ClusterSetIP", "10.42.0.1")
+
 	kubeconfig := writeKubeconfig(t, cp.RESTConfig.Host, token)
 	srv := harness.StartCoreDNS(t, fmt.Sprintf("kubernetes %s {\n startup_timeout 30s\n}", kubeconfig))
 	expect(t, srv.Addr, "web.shop.svc.cluster.local", dns.TypeA, web.Spec.ClusterIPs[0])
 	expect(t, srv.Addr, "db-0.db.shop.svc.cluster.local", dns.TypeA, "10.1.0.1")
 	expect(t, srv.Addr, "vms.example.com", dns.TypeA, "10.4.0.1")
+	expect(t, srv.Addr, "web.shop.svc.clusterset.local", dns.TypeA, "10.42.0.1")
 
 	// And nothing else: the same token cannot read secrets or pods, nor
 	// change what it may read.

@@ -30,7 +30,7 @@ type query struct {
 	name  string // FQDN
 	qtype uint16
 	host  string // the table host it derives from
-	kind  string // "host", "short", "search", "wildcard", "endpoint"
+	kind  string // "host", "short", "search", "wildcard", "endpoint", "negative"
 }
 
 // difference is a query the two servers answer differently.
@@ -43,13 +43,15 @@ func (d difference) String() string {
 	return fmt.Sprintf("%s %s (%s of %s): kubernetes %q, xds %q", d.name, dns.TypeToString[d.qtype], d.kind, d.host, d.k8s, d.xds)
 }
 
-// mesh is what the differential test created, for the deliberate
+// mesh is what a differential test created, for the deliberate
 // differences to look things up in.
 type mesh struct {
 	table harness.NameTable // istiod's table for the client
-	// services by host.
+	// services by host: in a multicluster test, the client's cluster's
+	// Service if it has one, else the first other cluster's.
 	services map[string]*corev1.Service
-	// serviceEntries by host (several for merged hosts).
+	// serviceEntries by host (several for merged hosts); in a multicluster
+	// test the client's cluster's first.
 	serviceEntries map[string][]*networkingv1.ServiceEntry
 	// headlessReady counts the addresses of each headless Service host that
 	// Kubernetes DNS serves (ready, or any with publishNotReadyAddresses).
@@ -60,6 +62,75 @@ type mesh struct {
 	// endpointNames are the names the kubernetes source gives headless
 	// endpoints: <hostname>.<host> or <a-b-c-d>.<host>.
 	endpointNames map[string]bool
+	// seCluster is the cluster each ServiceEntry was created in, in a
+	// multicluster test.
+	seCluster map[*networkingv1.ServiceEntry]string
+	// negatives are names that neither server should have, asked besides
+	// the names derived from the objects and istiod's table.
+	negatives []string
+}
+
+func newMesh() *mesh {
+	return &mesh{services: map[string]*corev1.Service{}, serviceEntries: map[string][]*networkingv1.ServiceEntry{},
+		headlessReady: map[string]int{}, shortSEHosts: map[string]bool{}, endpointNames: map[string]bool{},
+		seCluster: map[*networkingv1.ServiceEntry]string{}}
+}
+
+// addService records s under its host unless a Service already holds it:
+// the first one added is the one the kubernetes source serves.
+func (m *mesh) addService(s *corev1.Service) {
+	if h := svcHost(s.Namespace, s.Name); m.services[h] == nil {
+		m.services[h] = s
+	}
+}
+
+// addServiceEntry records se under each of its hosts, a host without dots
+// both as written and qualified with se's namespace.
+func (m *mesh) addServiceEntry(se *networkingv1.ServiceEntry, cluster string) {
+	m.seCluster[se] = cluster
+	for _, h := range se.Spec.Hosts {
+		if !strings.Contains(h, ".") {
+			m.shortSEHosts[h] = true
+			h = svcHost(se.Namespace, h)
+			m.shortSEHosts[h] = true
+		}
+		m.serviceEntries[h] = append(m.serviceEntries[h], se)
+	}
+}
+
+// headless is a headless Service and its EndpointSlices.
+type headless struct {
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
+}
+
+// newHeadless is a headless Service with one EndpointSlice of eps, or none
+// without eps.
+func newHeadless(ns, name string, notReady bool, eps ...ep) headless {
+	h := headless{svc: headlessService(ns, name, notReady)}
+	if len(eps) > 0 {
+		h.slices = append(h.slices, endpointSlice(ns, name+"-a", name, eps...))
+	}
+	return h
+}
+
+// addHeadless counts the served endpoints of h and records their names;
+// endpoints of the same Service in several clusters add up.
+func (m *mesh) addHeadless(h headless) {
+	host := svcHost(h.svc.Namespace, h.svc.Name)
+	m.headlessReady[host] += 0
+	for _, sl := range h.slices {
+		for _, e := range sl.Endpoints {
+			if *e.Conditions.Ready || h.svc.Spec.PublishNotReadyAddresses {
+				m.headlessReady[host]++
+			}
+			name := strings.ReplaceAll(e.Addresses[0], ".", "-")
+			if e.Hostname != nil {
+				name = *e.Hostname
+			}
+			m.endpointNames[name+"."+host] = true
+		}
+	}
 }
 
 // deliberate is a known, intended difference between the kubernetes source
@@ -96,102 +167,134 @@ func parentHost(name string) string {
 	return parent
 }
 
+// ipv6ForIPv4Node is istiod keeping only the node's address family.
+var ipv6ForIPv4Node = deliberate{
+	what: "IPv6 ClusterIPs and istiod-allocated IPv6 VIPs, for an IPv4 node",
+	match: func(m *mesh, d difference) bool {
+		rest, removed := withoutRanges(d.k8s, harness.ServiceCIDRs[strings.Index(harness.ServiceCIDRs, ",")+1:], "2001:2::/48")
+		return d.qtype == dns.TypeAAAA && removed > 0 && rest == d.xds
+	},
+	reason: "istiod filters a Service's ClusterIPs and a ServiceEntry's allocated VIPs by the node's address family " +
+		"(INSTANCE_IPS, from node_ip: 10.0.0.5 here), so AAAA is NODATA over xds; the kubernetes source has no node and " +
+		"serves both. istiod does not filter ServiceEntry spec.addresses. Unless istiod runs with ISTIO_DUAL_STACK=true " +
+		"(off by default, and off in the test harness), even a dual-stack node (`metadata INSTANCE_IPS <v4>,<v6>`) gets " +
+		"only one family per host: that of the host's first address.",
+}
+
+// ipv6OnlyService is istiod leaving a host out when the node's family
+// filters all its addresses.
+var ipv6OnlyService = deliberate{
+	what: "IPv6-only Service, for an IPv4 node",
+	match: func(m *mesh, d difference) bool {
+		s := m.services[d.host]
+		return s != nil && s.Spec.ClusterIP != corev1.ClusterIPNone && len(s.Spec.IPFamilies) == 1 &&
+			s.Spec.IPFamilies[0] == corev1.IPv6Protocol && d.xds == "NXDOMAIN"
+	},
+	reason: "istiod filters out the Service's only addresses and then leaves the host out of the table: NXDOMAIN over xds. " +
+		"The kubernetes source serves its AAAA, and NODATA for A.",
+}
+
+// headlessWithoutPorts is istiod finding headless endpoints by the first
+// port.
+var headlessWithoutPorts = deliberate{
+	what: "headless Service without ports",
+	match: func(m *mesh, d difference) bool {
+		for _, h := range []string{d.host, parentHost(d.host)} {
+			if s := m.services[h]; s != nil && s.Spec.ClusterIP == corev1.ClusterIPNone && len(s.Spec.Ports) == 0 {
+				return d.xds == "NXDOMAIN"
+			}
+		}
+		return false
+	},
+	reason: "istiod finds a headless Service's endpoints by its first port, so without ports it sends nothing; " +
+		"the kubernetes source serves its endpoints like Kubernetes DNS (docs/kubernetes.md).",
+}
+
+// externalNameService is istiod leaving ExternalName Services out of NDS.
+var externalNameService = deliberate{
+	what: "ExternalName Service",
+	match: func(m *mesh, d difference) bool {
+		s := m.services[d.host]
+		return s != nil && s.Spec.Type == corev1.ServiceTypeExternalName && d.xds == "NXDOMAIN" && strings.Contains(d.k8s, "CNAME")
+	},
+	reason: "istiod leaves ExternalName Services out of NDS; the kubernetes source answers CNAME <externalName> like CoreDNS's kubernetes plugin.",
+}
+
+// endpointNamesWithoutPod is the kubernetes source naming endpoints from
+// EndpointSlices, istiod from Pods.
+var endpointNamesWithoutPod = deliberate{
+	what: "per-endpoint names of headless Services",
+	match: func(m *mesh, d difference) bool {
+		_, headless := m.headlessReady[parentHost(d.host)]
+		return d.kind == "endpoint" && headless && d.xds == "NXDOMAIN"
+	},
+	reason: "the kubernetes source names every endpoint from its EndpointSlice: <hostname>.<service host>, or <a-b-c-d>.<service host> " +
+		"without a hostname (CoreDNS kubernetes plugin style); istiod names only Pods that have spec.subdomain (next entry), " +
+		"nothing for endpoints without a Pod. Both give <hostname>.<service host> for a StatefulSet's pods (spec.hostname set, " +
+		"spec.subdomain the Service's name): no difference there.",
+}
+
+// podSubdomainHosts is istiod naming Pods with spec.subdomain that
+// Kubernetes gives no EndpointSlice hostname.
+var podSubdomainHosts = deliberate{
+	what: "per-Pod hosts from Pods with spec.subdomain but no EndpointSlice hostname",
+	match: func(m *mesh, d difference) bool {
+		info, ok := m.table[d.host]
+		return ok && info.Registry == "Kubernetes" && strings.Contains(info.Shortname, ".") && !m.endpointNames[d.host] &&
+			d.k8s == "NXDOMAIN"
+	},
+	reason: "istiod names a Pod with spec.subdomain <spec.hostname, else the Pod's name>.<subdomain>.<ns>.svc.<domain>, from the Pod; " +
+		"Kubernetes puts a hostname in the EndpointSlice only when spec.hostname is set and the subdomain is the Service's name, " +
+		"so the kubernetes source has <a-b-c-d>.<service host> instead.",
+}
+
+// seEndpointIPs is the kubernetes source answering the endpoint IPs of
+// ServiceEntries without addresses.
+var seEndpointIPs = deliberate{
+	what: "ServiceEntry endpoint IPs (no spec, status or allocated address)",
+	match: func(m *mesh, d difference) bool {
+		ses := m.serviceEntries[d.host]
+		for _, se := range ses {
+			res := se.Spec.Resolution
+			if len(se.Spec.Addresses) > 0 || len(se.Status.Addresses) > 0 || (res != noneRes && res != staticRes) {
+				return false
+			}
+		}
+		return len(ses) > 0 && d.xds == "NXDOMAIN"
+	},
+	reason: "the kubernetes source answers a ServiceEntry of resolution NONE or STATIC that has no address with its endpoint IPs " +
+		"(spec.endpoints or the WorkloadEntries it selects, docs/kubernetes.md); istiod's BuildNameTable considers endpoints only " +
+		"for resolution NONE and keeps only those whose health status is Healthy, which ServiceEntry endpoints never have, " +
+		"so it sends no host.",
+}
+
+// seHostWithoutDots is the two sources qualifying a ServiceEntry host
+// without dots differently.
+var seHostWithoutDots = deliberate{
+	what: "ServiceEntry host without dots",
+	match: func(m *mesh, d difference) bool {
+		short, _, _ := strings.Cut(d.host, ".")
+		return m.shortSEHosts[d.host] && (d.k8s == "NXDOMAIN" || strings.Contains(d.xds, "CNAME "+short+"."))
+	},
+	reason: "istiod sends the host as written (`legacy`): the xds source answers `legacy.`, and `legacy.<ns>.svc.cluster.local` " +
+		"only as a search-domain short-cut (CNAME legacy.), as Istio's agent does; the kubernetes source qualifies it to " +
+		"`legacy.<ServiceEntry namespace>.svc.cluster.local` (docs/kubernetes.md) and has no `legacy.`.",
+}
+
 // deliberateDifferences are the differences between the kubernetes source
 // (for namespace app) and the xds source (for a node in app) on the same
-// cluster. The list goes into docs/xds.md with the same reasons.
+// cluster. The list goes into docs/xds.md with the same reasons. The
+// entries are named so that TestMulticlusterDifferential's list can share
+// them.
 var deliberateDifferences = []deliberate{
-	{
-		what: "IPv6 ClusterIPs and istiod-allocated IPv6 VIPs, for an IPv4 node",
-		match: func(m *mesh, d difference) bool {
-			rest, removed := withoutRanges(d.k8s, harness.ServiceCIDRs[strings.Index(harness.ServiceCIDRs, ",")+1:], "2001:2::/48")
-			return d.qtype == dns.TypeAAAA && removed > 0 && rest == d.xds
-		},
-		reason: "istiod filters a Service's ClusterIPs and a ServiceEntry's allocated VIPs by the node's address family " +
-			"(INSTANCE_IPS, from node_ip: 10.0.0.5 here), so AAAA is NODATA over xds; the kubernetes source has no node and " +
-			"serves both. istiod does not filter ServiceEntry spec.addresses. Unless istiod runs with ISTIO_DUAL_STACK=true " +
-			"(off by default, and off in the test harness), even a dual-stack node (`metadata INSTANCE_IPS <v4>,<v6>`) gets " +
-			"only one family per host: that of the host's first address.",
-	},
-	{
-		what: "IPv6-only Service, for an IPv4 node",
-		match: func(m *mesh, d difference) bool {
-			s := m.services[d.host]
-			return s != nil && s.Spec.ClusterIP != corev1.ClusterIPNone && len(s.Spec.IPFamilies) == 1 &&
-				s.Spec.IPFamilies[0] == corev1.IPv6Protocol && d.xds == "NXDOMAIN"
-		},
-		reason: "istiod filters out the Service's only addresses and then leaves the host out of the table: NXDOMAIN over xds. " +
-			"The kubernetes source serves its AAAA, and NODATA for A.",
-	},
-	{
-		what: "headless Service without ports",
-		match: func(m *mesh, d difference) bool {
-			for _, h := range []string{d.host, parentHost(d.host)} {
-				if s := m.services[h]; s != nil && s.Spec.ClusterIP == corev1.ClusterIPNone && len(s.Spec.Ports) == 0 {
-					return d.xds == "NXDOMAIN"
-				}
-			}
-			return false
-		},
-		reason: "istiod finds a headless Service's endpoints by its first port, so without ports it sends nothing; " +
-			"the kubernetes source serves its endpoints like Kubernetes DNS (docs/kubernetes.md).",
-	},
-	{
-		what: "ExternalName Service",
-		match: func(m *mesh, d difference) bool {
-			s := m.services[d.host]
-			return s != nil && s.Spec.Type == corev1.ServiceTypeExternalName && d.xds == "NXDOMAIN" && strings.Contains(d.k8s, "CNAME")
-		},
-		reason: "istiod leaves ExternalName Services out of NDS; the kubernetes source answers CNAME <externalName> like CoreDNS's kubernetes plugin.",
-	},
-	{
-		what: "per-endpoint names of headless Services",
-		match: func(m *mesh, d difference) bool {
-			_, headless := m.headlessReady[parentHost(d.host)]
-			return d.kind == "endpoint" && headless && d.xds == "NXDOMAIN"
-		},
-		reason: "the kubernetes source names every endpoint from its EndpointSlice: <hostname>.<service host>, or <a-b-c-d>.<service host> " +
-			"without a hostname (CoreDNS kubernetes plugin style); istiod names only Pods that have spec.subdomain (next entry), " +
-			"nothing for endpoints without a Pod. Both give <hostname>.<service host> for a StatefulSet's pods (spec.hostname set, " +
-			"spec.subdomain the Service's name): no difference there.",
-	},
-	{
-		what: "per-Pod hosts from Pods with spec.subdomain but no EndpointSlice hostname",
-		match: func(m *mesh, d difference) bool {
-			info, ok := m.table[d.host]
-			return ok && info.Registry == "Kubernetes" && strings.Contains(info.Shortname, ".") && !m.endpointNames[d.host] &&
-				d.k8s == "NXDOMAIN"
-		},
-		reason: "istiod names a Pod with spec.subdomain <spec.hostname, else the Pod's name>.<subdomain>.<ns>.svc.<domain>, from the Pod; " +
-			"Kubernetes puts a hostname in the EndpointSlice only when spec.hostname is set and the subdomain is the Service's name, " +
-			"so the kubernetes source has <a-b-c-d>.<service host> instead.",
-	},
-	{
-		what: "ServiceEntry endpoint IPs (no spec, status or allocated address)",
-		match: func(m *mesh, d difference) bool {
-			ses := m.serviceEntries[d.host]
-			for _, se := range ses {
-				res := se.Spec.Resolution
-				if len(se.Spec.Addresses) > 0 || len(se.Status.Addresses) > 0 || (res != noneRes && res != staticRes) {
-					return false
-				}
-			}
-			return len(ses) > 0 && d.xds == "NXDOMAIN"
-		},
-		reason: "the kubernetes source answers a ServiceEntry of resolution NONE or STATIC that has no address with its endpoint IPs " +
-			"(spec.endpoints or the WorkloadEntries it selects, docs/kubernetes.md); istiod's BuildNameTable considers endpoints only " +
-			"for resolution NONE and keeps only those whose health status is Healthy, which ServiceEntry endpoints never have, " +
-			"so it sends no host.",
-	},
-	{
-		what: "ServiceEntry host without dots",
-		match: func(m *mesh, d difference) bool {
-			short, _, _ := strings.Cut(d.host, ".")
-			return m.shortSEHosts[d.host] && (d.k8s == "NXDOMAIN" || strings.Contains(d.xds, "CNAME "+short+"."))
-		},
-		reason: "istiod sends the host as written (`legacy`): the xds source answers `legacy.`, and `legacy.<ns>.svc.cluster.local` " +
-			"only as a search-domain short-cut (CNAME legacy.), as Istio's agent does; the kubernetes source qualifies it to " +
-			"`legacy.<ServiceEntry namespace>.svc.cluster.local` (docs/kubernetes.md) and has no `legacy.`.",
-	},
+	ipv6ForIPv4Node,
+	ipv6OnlyService,
+	headlessWithoutPorts,
+	externalNameService,
+	endpointNamesWithoutPod,
+	podSubdomainHosts,
+	seEndpointIPs,
+	seHostWithoutDots,
 }
 
 func TestDifferential(t *testing.T) {
@@ -200,8 +303,7 @@ func TestDifferential(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	a := &api{&harness.API{T: t, CP: cp, Ctx: ctx}}
-	m := &mesh{services: map[string]*corev1.Service{}, serviceEntries: map[string][]*networkingv1.ServiceEntry{}, endpointNames: map[string]bool{},
-		headlessReady: map[string]int{}, shortSEHosts: map[string]bool{}}
+	m := newMesh()
 
 	namespaces := []string{"app", "ns1", "ns2", "ns3", "ns4", "ns5", "ns6", "ns7", "ns8", "ns9"}
 	for _, ns := range append(namespaces, "ext", "other") {
@@ -238,17 +340,7 @@ func TestDifferential(t *testing.T) {
 		services = append(services, s)
 	}
 	// Headless Services with EndpointSlices.
-	type headless struct {
-		svc    *corev1.Service
-		slices []*discoveryv1.EndpointSlice
-	}
-	hl := func(ns, name string, notReady bool, eps ...ep) headless {
-		h := headless{svc: headlessService(ns, name, notReady)}
-		if len(eps) > 0 {
-			h.slices = append(h.slices, endpointSlice(ns, name+"-a", name, eps...))
-		}
-		return h
-	}
+	hl := newHeadless
 	headlessServices := []headless{
 		hl("app", "hl-pods", false, ep{"pod-0", "10.10.0.1", true}, ep{"pod-1", "10.10.0.2", true}),
 		hl("ns1", "hl-pods", false, ep{"pod-0", "10.10.1.1", true}, ep{"pod-1", "10.10.1.2", false}),
@@ -350,33 +442,13 @@ func TestDifferential(t *testing.T) {
 		return err
 	})
 	for _, s := range services {
-		m.services[svcHost(s.Namespace, s.Name)] = s
+		m.addService(s)
 	}
 	for _, se := range ses {
-		for _, h := range se.Spec.Hosts {
-			if !strings.Contains(h, ".") {
-				m.shortSEHosts[h] = true
-				h = svcHost(se.Namespace, h)
-				m.shortSEHosts[h] = true
-			}
-			m.serviceEntries[h] = append(m.serviceEntries[h], se)
-		}
+		m.addServiceEntry(se, "")
 	}
 	for _, h := range headlessServices {
-		host := svcHost(h.svc.Namespace, h.svc.Name)
-		m.headlessReady[host] += 0
-		for _, sl := range h.slices {
-			for _, e := range sl.Endpoints {
-				if *e.Conditions.Ready || h.svc.Spec.PublishNotReadyAddresses {
-					m.headlessReady[host]++
-				}
-				name := strings.ReplaceAll(e.Addresses[0], ".", "-")
-				if e.Hostname != nil {
-					name = *e.Hostname
-				}
-				m.endpointNames[name+"."+host] = true
-			}
-		}
+		m.addHeadless(h)
 	}
 	t.Logf("created %d Services and %d ServiceEntries in %s", len(services), len(ses), time.Since(begin).Round(time.Millisecond))
 
@@ -409,55 +481,88 @@ func TestDifferential(t *testing.T) {
 		expect(t, c.Addr, "zz-marker.example.com", dns.TypeA, "192.0.2.99")
 	}
 
+	c := differential(t, m, deliberateDifferences, k8s.Addr, xds.Addr)
+	checkSeen(t, deliberateDifferences, c.seen)
+	kube, external := checkTableAnswered(t, m.table, c.results)
+	if kube < 200 || external < 20 {
+		t.Errorf("istiod's table has %d Kubernetes and %d External hosts, want at least 200 and 20", kube, external)
+	}
+	writeDiffs(t, "", m.table, c.diffs)
+}
+
+// comparison is what a differential run found.
+type comparison struct {
+	results []result
+	diffs   []difference            // every query the servers answer differently
+	seen    map[string][]difference // the deliberate ones, by what
+}
+
+// differential asks the kubernetes server k8s and the xds server xds every
+// query of m, over UDP and TCP, until each difference is one of list and
+// each server answers both transports alike, or 10 s pass (a push may still
+// be on its way). It fails t on what is left: a difference list does not
+// explain, or a server whose UDP and TCP answers differ.
+func differential(t *testing.T, m *mesh, list []deliberate, k8s, xds string) comparison {
+	t.Helper()
 	queries := m.queries()
-	var results []result
-	var diffs []difference
+	var c comparison
 	var transport []string
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		results = compare(queries, k8s.Addr, xds.Addr)
-		diffs, transport = diffs[:0], transport[:0]
-		for _, r := range results {
+		c.results = compare(queries, k8s, xds)
+		c.diffs, transport = c.diffs[:0], transport[:0]
+		for _, r := range c.results {
 			if r.k8s != r.xds {
-				diffs = append(diffs, r.difference)
+				c.diffs = append(c.diffs, r.difference)
 			}
 			if r.transport != "" {
 				transport = append(transport, r.transport)
 			}
 		}
-		if len(unexplained(m, diffs))+len(transport) == 0 || time.Now().After(deadline) {
+		if len(unexplained(list, m, c.diffs))+len(transport) == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Logf("%d queries for %d hosts in istiod's table: %d answered differently", len(queries), len(m.table), len(diffs))
+	t.Logf("%d queries for %d hosts in istiod's table: %d answered differently", len(queries), len(m.table), len(c.diffs))
 	for _, s := range transport {
 		t.Errorf("UDP and TCP differ: %s", s)
 	}
-	seen := map[string][]difference{}
-	for _, d := range diffs {
-		if dd := explain(m, d); dd != nil {
-			seen[dd.what] = append(seen[dd.what], d)
+	c.seen = map[string][]difference{}
+	for _, d := range c.diffs {
+		if dd := explain(list, m, d); dd != nil {
+			c.seen[dd.what] = append(c.seen[dd.what], d)
 			continue
 		}
 		t.Errorf("unexplained difference: %s", d)
 	}
-	for _, dd := range deliberateDifferences {
+	return c
+}
+
+// checkSeen fails t for each deliberate difference of list never seen, so
+// the list stays what the code does, and logs the others.
+func checkSeen(t *testing.T, list []deliberate, seen map[string][]difference) {
+	t.Helper()
+	for _, dd := range list {
 		if len(seen[dd.what]) == 0 {
 			t.Errorf("deliberate difference %q never seen: the list is out of date", dd.what)
 		} else {
 			t.Logf("deliberate: %s: %d answers, e.g. %s", dd.what, len(seen[dd.what]), seen[dd.what][0])
 		}
 	}
+}
 
-	// The comparison means something only if the answers do: the xds server
-	// answers every host of istiod's table with its addresses.
+// checkTableAnswered fails t unless the xds server answered every host of
+// istiod's table with its addresses, A and AAAA: the comparison means
+// something only if the answers do. It returns how many hosts of each
+// registry the table has.
+func checkTableAnswered(t *testing.T, table harness.NameTable, results []result) (kube, external int) {
+	t.Helper()
 	answered := map[query]string{}
 	for _, r := range results {
 		answered[query{name: r.name, qtype: r.qtype}] = r.xds
 	}
-	kube, external := 0, 0
-	for h, info := range m.table {
+	for h, info := range table {
 		if info.Registry == "Kubernetes" {
 			kube++
 		} else {
@@ -484,36 +589,41 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
-	if kube < 200 || external < 20 {
-		t.Errorf("istiod's table has %d Kubernetes and %d External hosts, want at least 200 and 20", kube, external)
-	}
+	return kube, external
+}
 
-	if path := os.Getenv("MESHDNS_DIFF_OUT"); path != "" {
-		var b strings.Builder
-		for _, d := range diffs {
-			fmt.Fprintln(&b, d)
-		}
-		fmt.Fprintf(&b, "\nistiod's table:\n%s", m.table)
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-			t.Error(err)
-		}
+// writeDiffs writes the differences and istiod's table to
+// $MESHDNS_DIFF_OUT (with suffix), if set, for reading them whole.
+func writeDiffs(t *testing.T, suffix string, table harness.NameTable, diffs []difference) {
+	t.Helper()
+	path := os.Getenv("MESHDNS_DIFF_OUT")
+	if path == "" {
+		return
+	}
+	var b strings.Builder
+	for _, d := range diffs {
+		fmt.Fprintln(&b, d)
+	}
+	fmt.Fprintf(&b, "\nistiod's table:\n%s", table)
+	if err := os.WriteFile(path+suffix, []byte(b.String()), 0o644); err != nil {
+		t.Error(err)
 	}
 }
 
-// explain returns the deliberate difference d is, or nil.
-func explain(m *mesh, d difference) *deliberate {
-	for i := range deliberateDifferences {
-		if deliberateDifferences[i].match(m, d) {
-			return &deliberateDifferences[i]
+// explain returns the deliberate difference of list d is, or nil.
+func explain(list []deliberate, m *mesh, d difference) *deliberate {
+	for i := range list {
+		if list[i].match(m, d) {
+			return &list[i]
 		}
 	}
 	return nil
 }
 
-func unexplained(m *mesh, diffs []difference) []difference {
+func unexplained(list []deliberate, m *mesh, diffs []difference) []difference {
 	var out []difference
 	for _, d := range diffs {
-		if explain(m, d) == nil {
+		if explain(list, m, d) == nil {
 			out = append(out, d)
 		}
 	}
@@ -569,6 +679,9 @@ func (m *mesh) queries() []query {
 		if !hosts[e] {
 			addBoth(e, e, "endpoint")
 		}
+	}
+	for _, n := range m.negatives {
+		addBoth(n, n, "negative")
 	}
 	return qs
 }
