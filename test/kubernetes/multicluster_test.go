@@ -128,6 +128,18 @@ func TestMulticluster(t *testing.T) {
 		later := a2.Service(clusterIPService("shop", "later"))
 		expectA(t, inC1.Addr, "later.shop.svc.cluster.local", later.Spec.ClusterIPs[0], later.Spec.ClusterIPs[1])
 	})
+
+	t.Run("a cluster down at start holds up only its own names", func(t *testing.T) {
+		c2.StopAPIServer()
+		// Ready once the other cluster's startup_timeout is over, as istiod
+		// goes on without a remote cluster that does not sync in time.
+		late := harness.StartCoreDNS(t, source(c1, "c1")+fmt.Sprintf("kubernetes %s {\n cluster c2\n startup_timeout 2s\n}\n", c2.Kubeconfig))
+		expect(t, late.Addr, "mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.1 10.1.0.2")
+		expect(t, late.Addr, "remote.shop.svc.cluster.local", dns.TypeA, "NXDOMAIN")
+		c2.StartAPIServer()
+		expect(t, late.Addr, "mysql.db.svc.cluster.local", dns.TypeA, "10.1.0.1 10.1.0.2 10.2.0.1 10.2.0.2")
+		expectA(t, late.Addr, "remote.shop.svc.cluster.local", remote.Spec.ClusterIPs[0], remote.Spec.ClusterIPs[1])
+	})
 }
 
 // expectRecords polls until name's answer for qtype holds exactly want, each

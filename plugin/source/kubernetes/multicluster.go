@@ -80,6 +80,9 @@ func (s *Source) Group(all []source.Source) error {
 	return err
 }
 
+// client reports whether m is the client's cluster.
+func (m *member) client() bool { return m.set.members[0] == m }
+
 // start gives the member its sink and returns the sink the cluster's state
 // feeds.
 func (m *member) start(sink source.Sink) source.Sink {

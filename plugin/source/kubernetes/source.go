@@ -164,6 +164,13 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 	case <-done:
 	case <-ctx.Done():
 	case <-time.After(s.StartupTimeout):
+		if s.member != nil && !s.member.client() {
+			// As istiod does with a remote cluster that does not sync in
+			// time: the mesh is served without it until it does.
+			log.Warningf("source %s: not synced after %s, serving the other clusters without it until it is", s.Name(), s.StartupTimeout)
+			sink.Synced()
+			break
+		}
 		log.Warningf("source %s: not synced after %s, serving SERVFAIL until it is", s.Name(), s.StartupTimeout)
 	}
 	return nil
