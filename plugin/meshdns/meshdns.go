@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/fall"
@@ -43,6 +44,10 @@ type MeshDNS struct {
 	listen []netip.Addr
 	// noCapture is `capture off`: see sink.withoutVIPs.
 	noCapture bool
+	// maxPassed is max_fallthrough (0: no bound); passed counts the queries
+	// passed on to the next plugin now.
+	maxPassed int64
+	passed    atomic.Int64
 }
 
 // Name implements plugin.Handler.

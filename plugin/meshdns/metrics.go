@@ -23,17 +23,18 @@ const (
 	resultSharedNXDomain
 	resultRefused
 	resultServFail
+	resultLimited
 	resultCount
 )
 
-var resultNames = [resultCount]string{"hit", "shortcut", "wildcard", "nodata", "nxdomain", "fallthrough", "not_ready", "shared_nxdomain", "refused", "servfail"}
+var resultNames = [resultCount]string{"hit", "shortcut", "wildcard", "nodata", "nxdomain", "fallthrough", "not_ready", "shared_nxdomain", "refused", "servfail", "limited"}
 
 var (
 	requests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "meshdns",
 		Name:      "requests_total",
-		Help:      "Queries meshdns handled, by result: hit, shortcut, wildcard, nodata, nxdomain, fallthrough, not_ready, shared_nxdomain, refused, servfail.",
+		Help:      "Queries meshdns handled, by result: hit, shortcut, wildcard, nodata, nxdomain, fallthrough, not_ready, shared_nxdomain, refused, servfail, limited (not passed on: max_fallthrough queries were already).",
 	}, []string{"server", "result"})
 
 	entries = promauto.NewGaugeVec(prometheus.GaugeOpts{

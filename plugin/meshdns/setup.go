@@ -143,6 +143,13 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 				m.Authoritative = zonesOrAll(c.RemainingArgs(), m.Zones)
 			case "fallthrough":
 				m.Fall.SetZonesFromArgs(c.RemainingArgs())
+			case "max_fallthrough":
+				args := c.RemainingArgs()
+				n, err := strconv.ParseInt(strings.Join(args, " "), 10, 64)
+				if len(args) != 1 || err != nil || n < 1 {
+					return nil, c.Errf("max_fallthrough: want a positive number of queries, got %q", args)
+				}
+				m.maxPassed = n
 			default:
 				parse, ok := source.Lookup(c.Val())
 				if !ok {

@@ -136,6 +136,8 @@ func TestParse(t *testing.T) {
 		{"ttl word", "meshdns {\nfile " + f + "\nttl long\n}", nil, `ttl: want seconds in [0, 3600], got "long"`},
 		{"ttl too big", "meshdns {\nfile " + f + "\nttl 3601\n}", nil, "ttl: want seconds"},
 		{"ttl negative", "meshdns {\nfile " + f + "\nttl -1\n}", nil, "ttl: want seconds"},
+		{"max_fallthrough zero", "meshdns {\nfile " + f + "\nmax_fallthrough 0\n}", nil, "max_fallthrough: want a positive number"},
+		{"max_fallthrough word", "meshdns {\nfile " + f + "\nmax_fallthrough many\n}", nil, "max_fallthrough: want a positive number"},
 		{"ttl missing", "meshdns {\nfile " + f + "\nttl\n}", nil, "Wrong argument count"},
 		{"domain missing", "meshdns {\nfile " + f + "\ndomain\n}", nil, "domain: want one domain name"},
 		{"domain bad", "meshdns {\nfile " + f + "\ndomain a..b\n}", nil, "domain: want one domain name"},

@@ -65,6 +65,16 @@ func (s *siblings) expansion(qname string) bool {
 // rest of the chain (fallthrough); for a search expansion it shares an
 // upstream NXDOMAIN between the A and AAAA queries of the name.
 func (m *MeshDNS) passOn(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname string) (int, error) {
+	if m.maxPassed > 0 {
+		// Past the bound the query is refused now rather than queued behind
+		// an upstream that may not answer (max_fallthrough).
+		if m.passed.Add(1) > m.maxPassed {
+			m.passed.Add(-1)
+			m.counters.inc(ctx, resultLimited)
+			return dns.RcodeRefused, nil
+		}
+		defer m.passed.Add(-1)
+	}
 	qtype := r.Question[0].Qtype
 	if m.siblings == nil || (qtype != dns.TypeA && qtype != dns.TypeAAAA) || !m.siblings.expansion(qname) {
 		m.counters.inc(ctx, resultFallthrough)

@@ -1,6 +1,7 @@
 package meshdns
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -165,4 +166,49 @@ func resultTotal(t *testing.T, result string) float64 {
 		}
 	}
 	return sum
+}
+
+// With max_fallthrough N, the query past N passed on at once is refused at
+// once; mesh names are answered meanwhile, and the bound frees up as the
+// upstream answers.
+func TestMaxFallthrough(t *testing.T) {
+	up := &slowUpstream{delay: time.Second, asked: map[string]int{}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := &dns.Server{PacketConn: pc, Handler: up}
+	go us.ActivateAndServe()
+	t.Cleanup(func() { us.Shutdown() })
+	s := startMesh(t, "meshdns {\n\tfile "+meshPath+"\n\tfallthrough\n\tmax_fallthrough 2\n}", server{udp: pc.LocalAddr().String()})
+	ask := func(name string) (*dns.Msg, time.Duration) {
+		req := new(dns.Msg)
+		req.SetQuestion(name, dns.TypeA)
+		c := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+		r, rtt, err := c.Exchange(req, s.udp)
+		if err != nil {
+			t.Error(err)
+			return new(dns.Msg), rtt
+		}
+		return r, rtt
+	}
+	before := resultTotal(t, "limited")
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() { ask(fmt.Sprintf("w%d.exists.example.", i)) })
+	}
+	time.Sleep(200 * time.Millisecond) // both are upstream now
+	if r, rtt := ask("w2.exists.example."); r.Rcode != dns.RcodeRefused || rtt > 500*time.Millisecond {
+		t.Errorf("third query passed on: %s after %s, want REFUSED at once", dns.RcodeToString[r.Rcode], rtt)
+	}
+	if r, _ := ask("reviews.bookinfo.svc.cluster.local."); r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		t.Errorf("a mesh name while the bound is reached: %v", r)
+	}
+	wg.Wait()
+	if r, _ := ask("w3.exists.example."); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Errorf("after the upstream answered: %s %v, want the A record", dns.RcodeToString[r.Rcode], r.Answer)
+	}
+	if got := resultTotal(t, "limited") - before; got != 1 {
+		t.Errorf("limited counted %v times, want 1", got)
+	}
 }
