@@ -188,6 +188,7 @@ func buildDeb(c config, arch string, dynamic bool, out string) error {
 		Priority:      "optional",
 		Maintainer:    c.Maintainer,
 		Homepage:      "https://github.com/meshdns/meshdns",
+		License:       "Apache-2.0",
 		Description: "service-mesh DNS for a VM or node, in CoreDNS\n" +
 			"meshdns answers the names of Kubernetes Services and Istio ServiceEntry hosts from a table it gets\n" +
 			"from istiod over xDS, and forwards every other name to the machine's real resolvers.\n" +
