@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/meshdns/meshdns/plugin/table"
 )
@@ -164,12 +163,12 @@ func servesImports(d discovery.DiscoveryInterface) (bool, error) {
 }
 
 // importWatches lists and watches ServiceImports in each namespace.
-func importWatches(dc dynamic.Interface, namespaces []string, st *state, w *watcher) []cache.Controller {
-	var out []cache.Controller
+func importWatches(dc dynamic.Interface, namespaces []string, st *state, w *watcher) []*kindWatch {
+	var out []*kindWatch
 	for _, ns := range namespaces {
 		r := dc.Resource(serviceImports).Namespace(ns)
-		out = append(out, newWatch(listWatch(dc, func(*metav1.ListOptions) {}, r.List, r.Watch), &unstructured.Unstructured{},
-			serviceImportTransform, knownIn(st, ns, st.imports), w.serviceImport, w))
+		out = append(out, newWatch(listWatch(dc, func(*metav1.ListOptions) {}, r.List, r.Watch, w.failed("ServiceImports")), &unstructured.Unstructured{},
+			serviceImportTransform, knownIn(st, ns, st.imports), w.serviceImport))
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -116,19 +118,19 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
-	var watches []cache.Controller
+	var watches []*kindWatch
 	for _, ns := range namespaces {
 		svcs, eps := kc.CoreV1().Services(ns), kc.DiscoveryV1().EndpointSlices(ns)
 		ses, wes := ic.NetworkingV1().ServiceEntries(ns), ic.NetworkingV1().WorkloadEntries(ns)
 		watches = append(watches,
-			newWatch(listWatch(kc, selected, svcs.List, svcs.Watch), &corev1.Service{},
-				serviceTransform(s.Domain), st.knownServices(ns), w.service, w),
-			newWatch(listWatch(kc, every, eps.List, eps.Watch), &discoveryv1.EndpointSlice{},
-				endpointSliceTransform, knownIn(st, ns, st.slices), w.endpointSlice, w),
-			newWatch(listWatch(ic, selected, ses.List, ses.Watch), &networkingv1.ServiceEntry{},
-				serviceEntryTransform(s.Domain), knownIn(st, ns, st.ses), w.serviceEntry, w),
-			newWatch(listWatch(ic, every, wes.List, wes.Watch), &networkingv1.WorkloadEntry{},
-				workloadEntryTransform, knownIn(st, ns, st.wes), w.workloadEntry, w),
+			newWatch(listWatch(kc, selected, svcs.List, svcs.Watch, w.failed("Services")), &corev1.Service{},
+				serviceTransform(s.Domain), st.knownServices(ns), w.service),
+			newWatch(listWatch(kc, every, eps.List, eps.Watch, w.failed("EndpointSlices")), &discoveryv1.EndpointSlice{},
+				endpointSliceTransform, knownIn(st, ns, st.slices), w.endpointSlice),
+			newWatch(listWatch(ic, selected, ses.List, ses.Watch, w.failed("ServiceEntries")), &networkingv1.ServiceEntry{},
+				serviceEntryTransform(s.Domain), knownIn(st, ns, st.ses), w.serviceEntry),
+			newWatch(listWatch(ic, every, wes.List, wes.Watch, w.failed("WorkloadEntries")), &networkingv1.WorkloadEntry{},
+				workloadEntryTransform, knownIn(st, ns, st.wes), w.workloadEntry),
 		)
 	}
 	if dc != nil {
@@ -183,35 +185,63 @@ func (s *Source) run(ctx context.Context, kc kubernetes.Interface, ic istioclien
 // objects in its store, and a buffer of notifications as large as the
 // initial list.
 func newWatch(lw cache.ListerWatcher, obj runtime.Object, transform cache.TransformFunc, known cache.KeyListerGetter,
-	apply func(key string, obj any), w *watcher) cache.Controller {
+	apply func(key string, obj any)) *kindWatch {
 	// RealFIFO, as informers use: a DeltaFIFO keeps a map as large as the
 	// initial list for good.
 	queue := cache.NewRealFIFOWithOptions(cache.RealFIFOOptions{KnownObjects: known, Transformer: reusing(transform, known)})
-	return cache.New(&cache.Config{
-		Queue:             queue,
-		ListerWatcher:     lw,
-		ObjectType:        obj,
-		WatchErrorHandler: w.watchError,
-		Process: func(item any, _ bool) error {
-			d := item.(cache.Deltas).Newest() // a RealFIFO passes one change at a time
-			key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(d.Object)
-			if err != nil {
-				return nil // not an object of the API: nothing to key it by
-			}
-			if d.Type == cache.Deleted {
-				apply(key, nil)
-				return nil
-			}
-			// A relist gives every object again: those the state has at the
-			// same resource version change nothing.
-			if old, ok, _ := known.GetByKey(key); ok && sameVersion(old, d.Object) {
-				return nil
-			}
-			apply(key, d.Object)
+	process := func(item any, _ bool) error {
+		d := item.(cache.Deltas).Newest() // a RealFIFO passes one change at a time
+		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(d.Object)
+		if err != nil {
+			return nil // not an object of the API: nothing to key it by
+		}
+		if d.Type == cache.Deleted {
+			apply(key, nil)
 			return nil
-		},
-	})
+		}
+		// A relist gives every object again: those the state has at the
+		// same resource version change nothing.
+		if old, ok, _ := known.GetByKey(key); ok && sameVersion(old, d.Object) {
+			return nil
+		}
+		apply(key, d.Object)
+		return nil
+	}
+	backoff := retryBackoff
+	return &kindWatch{queue: queue, process: process,
+		reflector: cache.NewReflectorWithOptions(lw, obj, queue, cache.ReflectorOptions{Backoff: &backoff})}
 }
+
+// retryBackoff is how a watch retries a failed list or watch: 0.5 s, doubling
+// up to 4 s, jittered. client-go's default doubles up to 30 s, so a source
+// would notice an API server that is back up to 30 s late; a failed request
+// to an API server that is down costs it nothing.
+var retryBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: math.MaxInt32, Cap: 4 * time.Second}
+
+// kindWatch runs one kind's reflector and feeds its queue's changes to the
+// state, as client-go's controller (cache.New) does, with retryBackoff.
+type kindWatch struct {
+	reflector *cache.Reflector
+	queue     *cache.RealFIFO
+	process   cache.PopProcessFunc
+}
+
+// RunWithContext lists, watches and applies until ctx is done.
+func (k *kindWatch) RunWithContext(ctx context.Context) {
+	go func() {
+		<-ctx.Done()
+		k.queue.Close()
+	}()
+	go k.reflector.RunWithContext(ctx)
+	for {
+		if _, err := k.queue.Pop(k.process); errors.Is(err, cache.ErrFIFOClosed) {
+			return
+		}
+	}
+}
+
+// HasSynced reports whether the initial list has been applied.
+func (k *kindWatch) HasSynced() bool { return k.queue.HasSynced() }
 
 // reusing wraps transform so that an object the state holds at the same
 // resource version is passed on as the state's own copy. On a relist,
@@ -234,24 +264,32 @@ func sameVersion(a, b any) bool {
 	return ok1 && ok2 && x.GetResourceVersion() == y.GetResourceVersion()
 }
 
-// listWatch lists and watches one kind through a typed client, and tells the
-// reflector whether client can stream watch lists (the fake clientsets
-// cannot).
+// listWatch lists and watches one kind through a typed client, reports a
+// failed list or watch to failed, and tells the reflector whether client
+// can stream watch lists (the fake clientsets cannot).
 func listWatch[L runtime.Object](client any, tweak func(*metav1.ListOptions),
 	list func(context.Context, metav1.ListOptions) (L, error),
-	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.ListerWatcher {
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), failed func(error)) cache.ListerWatcher {
+	report := func(ctx context.Context, err error) {
+		if err != nil && ctx.Err() == nil {
+			failed(err)
+		}
+	}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			tweak(&o)
 			l, err := list(ctx, o)
 			if err != nil {
+				report(ctx, err)
 				return nil, err
 			}
 			return l, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			tweak(&o)
-			return watchFn(ctx, o)
+			w, err := watchFn(ctx, o)
+			report(ctx, err)
+			return w, err
 		},
 	}
 	return cache.ToListWatcherWithWatchListSemantics(lw, client)
@@ -347,14 +385,16 @@ func (w *watcher) reject(kind, key string, err error) {
 	w.sink.Reject(kind+" "+key, table.Reason(err), err)
 }
 
-// watchError marks the source down on a failed list or watch (a refused
-// list, a forbidden one...). A closed or expired watch is routine: the
-// reflector resumes or relists by itself.
-func (w *watcher) watchError(r *cache.Reflector, err error) {
-	if errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-		return
+// failed returns what marks the source down on a failed list or watch of
+// kind (a refused list, a forbidden one...). A closed or expired watch is
+// routine: the reflector resumes or relists by itself.
+func (w *watcher) failed(kind string) func(error) {
+	return func(err error) {
+		if errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			return
+		}
+		w.setUp(false, fmt.Errorf("%s: %w", kind, err))
 	}
-	w.setUp(false, fmt.Errorf("%s: %w", r.TypeDescription(), err))
 }
 
 // upTracker sees every API request: a transport error marks the source down,

@@ -2,7 +2,9 @@ package kubernetes
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,8 +12,12 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/meshdns/meshdns/plugin/table"
 )
@@ -124,4 +130,35 @@ func TestRelistReusesUnchangedObjects(t *testing.T) {
 	if got, _ := transform(other); got == any(held) {
 		t.Error("another Service with the same resource version got the state's copy of web")
 	}
+}
+
+// A list the API server refuses marks the source down, and the watch keeps
+// retrying within retryBackoff: once allowed, the source syncs and is up.
+func TestRefusedListMarksSourceDown(t *testing.T) {
+	kc := fake.NewClientset(&corev1.Service{ObjectMeta: meta("shop", "web"), Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.1"}}})
+	var allowed atomic.Bool
+	kc.PrependReactor("list", "services", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if allowed.Load() {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "", errors.New("not in the role"))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	s := &Source{Cluster: "test", StartupTimeout: 100 * time.Millisecond, Domain: "cluster.local"}
+	if err := s.run(ctx, kc, istioFake{istiofake.NewSimpleClientset()}, nil, rec, &watcher{name: s.Name(), sink: rec}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return slices.Equal(rec.up, []bool{false}) && !rec.synced
+	})
+	allowed.Store(true)
+	waitFor(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.synced && slices.Equal(rec.up, []bool{false, true})
+	})
 }

@@ -5,8 +5,10 @@ import (
 	"time"
 )
 
-// defaultBackoff waits 1s, 2s, 4s... up to 30s between connection attempts.
-var defaultBackoff = backoff{base: time.Second, max: 30 * time.Second}
+// defaultBackoff waits 1s, 2s, then 4s between connection attempts: a
+// refused connection costs istiod nothing, and a longer wait is how late
+// meshdns would notice that istiod is back.
+var defaultBackoff = backoff{base: time.Second, max: 4 * time.Second}
 
 // backoff is a capped exponential backoff with jitter, so that nodes cut off
 // together do not all reconnect to istiod at the same instant.
