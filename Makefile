@@ -6,7 +6,7 @@ PLUGIN_SRC       := $(shell find cmd plugin -name '*.go' -not -name '*_test.go' 
 CONTROLPLANE_SRC := $(shell find test/controlplane -name '*.go') test/controlplane/go.mod test/controlplane/go.sum
 ISTIO_SRC        := $(shell find test/istio -name '*.go') test/istio/go.mod test/istio/go.sum
 
-.PHONY: all build run demo test test-unit test-integration test-fuzz test-package package test-binaries bench bench-kubernetes bench-fleet bench-go proto istio-binaries fmt vet clean
+.PHONY: all build run demo test test-unit test-integration test-fuzz test-package package test-binaries bench bench-kubernetes bench-fleet bench-go chaos proto istio-binaries fmt vet clean
 
 all: build
 
@@ -102,6 +102,12 @@ bench-kubernetes: bin/coredns test-binaries
 ## deleted and health-checked through a real API server while a fixed-rate load checks every answer
 bench-fleet: bin/coredns test-binaries
 	cd test && $(GO) run ./bench/fleet -health
+
+## chaos: faults under a fixed-rate load of mesh and external names (istiod and the API server killed, frozen or
+## restarted; meshdns killed with its control plane away; the upstream dead, slow or SERVFAIL behind the shipped
+## Corefiles; a flood; a malformed object; the snapshot's disk full or read-only) → docs/reliability.md (as root)
+chaos: bin/coredns test-binaries istio-binaries
+	cd test && $(GO) run ./chaos -out ../docs/reliability.md
 
 ## bench-go: the Go benchmarks behind docs/benchmarks.md
 bench-go:

@@ -170,6 +170,10 @@ func (d *Istiod) Restart() {
 	d.start(envBin)
 }
 
+// Pid is the process ID of the running istiod: a new one after each
+// Restart. Faults are injected with it (SIGKILL, SIGSTOP).
+func (d *Istiod) Pid() int { return d.p.Pid() }
+
 // Log returns the last n lines of the istiod log.
 func (d *Istiod) Log(n int) string { return d.p.LogTail(n) }
 

@@ -56,15 +56,15 @@ var upstreamNames = map[string]string{
 	"login.example.org.": "192.0.2.2",
 }
 
-var probes = []probe{
-	{"reviews.bookinfo.svc.cluster.local.", dns.TypeA, "10.96.1.11"},
-	{"www.example.com.", dns.TypeA, "192.0.2.1"},
-	{"ratings.bookinfo.svc.cluster.local.", dns.TypeA, "10.96.1.12"},
-	{"login.example.org.", dns.TypeA, "192.0.2.2"},
-	{"mysql.db.svc.cluster.local.", dns.TypeA, "10.244.1.5 10.244.2.6"},
-	{"api.payments.example.", dns.TypeA, "240.240.0.10"},
-	{"nope.bookinfo.svc.cluster.local.", dns.TypeA, "NXDOMAIN"},
-	{"reviews.bookinfo.svc.cluster.local.", dns.TypeAAAA, "NODATA"},
+var probes = []harness.Probe{
+	{Name: "reviews.bookinfo.svc.cluster.local.", Qtype: dns.TypeA, Want: "10.96.1.11"},
+	{Name: "www.example.com.", Qtype: dns.TypeA, Want: "192.0.2.1"},
+	{Name: "ratings.bookinfo.svc.cluster.local.", Qtype: dns.TypeA, Want: "10.96.1.12"},
+	{Name: "login.example.org.", Qtype: dns.TypeA, Want: "192.0.2.2"},
+	{Name: "mysql.db.svc.cluster.local.", Qtype: dns.TypeA, Want: "10.244.1.5 10.244.2.6"},
+	{Name: "api.payments.example.", Qtype: dns.TypeA, Want: "240.240.0.10"},
+	{Name: "nope.bookinfo.svc.cluster.local.", Qtype: dns.TypeA, Want: "NXDOMAIN"},
+	{Name: "reviews.bookinfo.svc.cluster.local.", Qtype: dns.TypeAAAA, Want: "NODATA"},
 }
 
 // units are the shipped unit and the few targets it names, as stubs. The
@@ -123,7 +123,7 @@ func corefile(t *testing.T, ttl int) string {
 	if replaced != 1 {
 		t.Fatalf("docs/vm/Corefile: %d xds blocks, want one:\n%s", replaced, tmpl)
 	}
-	for _, want := range []string{".:53 {\n", "bind 127.0.0.2\n", "ready 127.0.0.1:8181\n", "forward . /etc/meshdns/upstream.conf\n"} {
+	for _, want := range []string{".:53 {\n", "bind 127.0.0.2\n", "ready 127.0.0.1:8181\n", "forward . /etc/meshdns/upstream.conf"} {
 		if !strings.Contains(rendered, want) {
 			t.Fatalf("docs/vm/Corefile has no %q:\n%s", want, rendered)
 		}
@@ -213,11 +213,11 @@ func TestReloadUpgradeRestart(t *testing.T) {
 	t.Logf("systemd %d (on this machine) runs meshdns.service: main PID %d, pidfile %d", sd.pid, first, svc.pidfile())
 
 	// Reload and upgrade under one load: nothing may be lost.
-	l, err := startLoad(vm.DialContext, "127.0.0.2:53", sockets, rate, probes)
+	l, err := harness.StartLoad(vm.DialContext, "127.0.0.2:53", sockets, rate, probes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.stop() })
+	t.Cleanup(func() { l.Stop() })
 	type window struct {
 		name     string
 		from, to time.Time
@@ -313,28 +313,28 @@ func TestReloadUpgradeRestart(t *testing.T) {
 			t.Errorf("main PID %d, want %d", pid, upgraded)
 		}
 	})
-	queries := l.stop()
-	all := count(queries, probes, l.start, time.Now())
+	queries := l.Stop()
+	all := harness.Count(queries, probes, l.Start, time.Now())
 	for _, w := range windows {
-		c := count(queries, probes, w.from, w.to)
-		t.Logf("%s: %s%s", w.name, c, c.span(w.from))
+		c := harness.Count(queries, probes, w.from, w.to)
+		t.Logf("%s: %s%s", w.name, c, c.Span(w.from))
 	}
-	elapsed := windows[len(windows)-1].to.Sub(l.start)
+	elapsed := windows[len(windows)-1].to.Sub(l.Start)
 	t.Logf("in all: %s in %s (%.0f queries/s), %d ICMP errors; the load stalled %s at most",
-		all, elapsed.Round(time.Millisecond), float64(all.sent)/elapsed.Seconds(), l.refused(), l.stall.Round(time.Millisecond))
-	if all.lost != 0 || all.servfail != 0 || all.wrong != 0 {
+		all, elapsed.Round(time.Millisecond), float64(all.Sent)/elapsed.Seconds(), l.Refused(), l.Stall().Round(time.Millisecond))
+	if !all.Clean() {
 		t.Errorf("through a reload and an upgrade: %s; want nothing lost, no SERVFAIL, no wrong answer", all)
 	}
-	if min := int(0.95 * rate * elapsed.Seconds()); all.sent < min {
-		t.Errorf("%d queries sent in %s, want at least %d: the load fell short of %d/s", all.sent, elapsed, min, rate)
+	if min := int(0.95 * rate * elapsed.Seconds()); all.Sent < min {
+		t.Errorf("%d queries sent in %s, want at least %d: the load fell short of %d/s", all.Sent, elapsed, min, rate)
 	}
 
 	// A plain restart, measured.
-	l, err = startLoad(vm.DialContext, "127.0.0.2:53", sockets, rate, probes)
+	l, err = harness.StartLoad(vm.DialContext, "127.0.0.2:53", sockets, rate, probes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.stop() })
+	t.Cleanup(func() { l.Stop() })
 	time.Sleep(time.Second)
 	from := time.Now()
 	sd.mustSh("systemctl restart meshdns.service", nil)
@@ -342,17 +342,17 @@ func TestReloadUpgradeRestart(t *testing.T) {
 	restarted := svc.waitServing(upgraded)
 	time.Sleep(time.Second)
 	to := time.Now()
-	queries = l.stop()
-	r := count(queries, probes, l.start, to)
+	queries = l.Stop()
+	r := harness.Count(queries, probes, l.Start, to)
 	t.Logf("restart (systemctl restart, PID %d → %d, systemctl took %s): %s, %d ICMP errors; unanswered for %s",
-		upgraded, restarted, took.Round(time.Millisecond), r, l.refused(), r.gap(rate).Round(time.Millisecond))
+		upgraded, restarted, took.Round(time.Millisecond), r, l.Refused(), r.Gap(rate).Round(time.Millisecond))
 	if svc.alive(upgraded) {
 		t.Errorf("the upgraded process %d survived a restart: systemd lost track of it", upgraded)
 	}
 	if ttl := svc.ttl(); ttl != 15 {
 		t.Errorf("TTL %d after the restart, want the Corefile's 15", ttl)
 	}
-	if r.servfail != 0 || r.wrong != 0 {
+	if r.ServFail != 0 || r.Refused != 0 || r.Wrong != 0 {
 		t.Errorf("restart: %s; want no SERVFAIL and no wrong answer", r)
 	}
 }
