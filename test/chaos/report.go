@@ -198,6 +198,9 @@ of the same Corefile: reported, not judged, as it depends on the machine.
 			parts = append(parts, fmt.Sprintf("%s (measured: %s)", c.target, c.measured))
 		}
 		fmt.Fprintf(w, "* **%s / %s** is stopped by: %s. %s\n", r.fault.name, r.source, strings.Join(parts, "; "), strings.Join(r.notes, "; "))
+		if why := r.fault.outside[r.source]; why != "" {
+			fmt.Fprintf(w, "  %s\n", why)
+		}
 	}
 	if missed == 0 {
 		fmt.Fprintf(w, "None.\n")
