@@ -170,7 +170,7 @@ of the same Corefile: reported, not judged, as it depends on the machine.
 
 | fault | source | sent mesh / ext | lost mesh / ext | SERVFAIL mesh / ext | wrong mesh / ext | mesh p99 ms (× healthy) | peak RSS MiB | RSS growth MiB | recovery s | targets |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
-`, time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), harness.CPUModel(), rep.loadAvg[0], rep.loadAvg[1],
+`, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), harness.CPUModel(), rep.loadAvg[0], rep.loadAvg[1],
 		rep.took.Round(time.Second), rep.serverCPU, rep.opt.corefileName(), rep.opt.vmCorefileName(),
 		p.MeshQPS, p.ExternalQPS, p.UpstreamMeshQPS, p.UpstreamExternalQPS, p.UpstreamFor, p.Before, p.Fault, p.Freeze, p.FloodFor, p.After,
 		harness.ReplyDeadline, p.SettleWindow, p.SettleLimit, recoveryTarget, peakTarget, growthTarget/mib)
