@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 )
 
 // What the benchmark programs read of a process and of the machine, from
-// /proc, and of a server's Prometheus metrics.
+// /proc, and of a server's Prometheus metrics and profiles.
 
 // ProcStatus returns a field of /proc/PID/status; fields in kB (VmRSS,
 // VmHWM, RssAnon...) in bytes.
@@ -235,4 +236,30 @@ func StartSampler(pid int, every time.Duration) *Sampler {
 func (s *Sampler) Stop() []Sample {
 	close(s.stopped)
 	return <-s.done
+}
+
+// Download saves what url answers (a server's pprof profile) in path, or
+// reads and discards it if path is "" (asking for a GC with ?gc=1).
+func Download(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	if path == "" {
+		_, err := io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

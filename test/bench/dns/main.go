@@ -28,10 +28,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -523,7 +521,7 @@ func (b *bench) profile(c candidate, s *server, d *dataset, m mix) error {
 		errc <- err
 	}()
 	time.Sleep(time.Second)
-	err := download("http://"+s.pprof+"/debug/pprof/profile?seconds=5", base+".pprof")
+	err := harness.Download("http://"+s.pprof+"/debug/pprof/profile?seconds=5", base+".pprof")
 	if err2 := <-errc; err == nil {
 		err = err2
 	}
@@ -549,26 +547,6 @@ func (b *bench) profile(c candidate, s *server, d *dataset, m mix) error {
 		b.breakdowns = append(b.breakdowns, x)
 	}
 	return os.WriteFile(base+".txt", out, 0o644)
-}
-
-func download(url, path string) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // walkResult is the search-walk measurement of one candidate and kind of

@@ -47,7 +47,6 @@ import (
 	"log"
 	"math"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -342,7 +341,7 @@ func (b *bench) run(k int, s server) result {
 	if *profileDir != "" {
 		path = filepath.Join(*profileDir, fileName(s.name)+".heap.pb.gz")
 	}
-	if err := download("http://"+pprof+"/debug/pprof/heap?gc=1", path); err != nil {
+	if err := harness.Download("http://"+pprof+"/debug/pprof/heap?gc=1", path); err != nil {
 		fail("heap profile: %v", err)
 	}
 	if res.heap, err = harness.Metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
@@ -589,31 +588,6 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return dst.Close()
-}
-
-// download saves what url answers in path, or discards it if path is "".
-func download(url, path string) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	if path == "" {
-		_, err := io.Copy(io.Discard, resp.Body)
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // freePorts returns n distinct loopback ports free for both TCP and UDP

@@ -83,7 +83,7 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 		// Without a GC: its alloc_space is what the process allocated so
 		// far, the base of the diff with the profile after the relist.
 		path := filepath.Join(*profileDir, fileName(s.name)+".relist-before.heap.pb.gz")
-		if err := download("http://"+pprof+"/debug/pprof/heap", path); err != nil {
+		if err := harness.Download("http://"+pprof+"/debug/pprof/heap", path); err != nil {
 			fail("heap profile: %v", err)
 		}
 	}
@@ -232,7 +232,7 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 	}
 	if *profileDir != "" {
 		path := filepath.Join(*profileDir, fileName(s.name)+".relist-after.heap.pb.gz")
-		if err := download("http://"+pprof+"/debug/pprof/heap", path); err != nil {
+		if err := harness.Download("http://"+pprof+"/debug/pprof/heap", path); err != nil {
 			fail("heap profile: %v", err)
 		}
 		if err := writeSamples(filepath.Join(*profileDir, fileName(s.name)+".relist-rss.tsv"), samples, zero, read0); err != nil {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,7 +115,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		if *profileDir != "" {
 			// Without a GC: the base of the diff of allocations with the
 			// profile after the push.
-			if err := download("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profileDir, fmt.Sprintf("coredns.push%d-before.heap.pb.gz", k+1))); err != nil {
+			if err := harness.Download("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profileDir, fmt.Sprintf("coredns.push%d-before.heap.pb.gz", k+1))); err != nil {
 				fail("heap profile: %v", err)
 			}
 		}
@@ -161,7 +159,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		}
 		log.Printf("memory: push %d: the GCs of bin/coredns from the send to the peak's reading (gctrace: heap MB at start -> at end -> live, goal):\n%s", k+1, strings.Join(gcs, "\n"))
 		if *profileDir != "" {
-			if err := download("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profileDir, fmt.Sprintf("coredns.push%d-after.heap.pb.gz", k+1))); err != nil {
+			if err := harness.Download("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profileDir, fmt.Sprintf("coredns.push%d-after.heap.pb.gz", k+1))); err != nil {
 				fail("heap profile: %v", err)
 			}
 		}
@@ -177,7 +175,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		res.pushes = append(res.pushes, m)
 		before = m.after
 	}
-	if err := download("http://"+pprofAddr+"/debug/pprof/heap?gc=1", ""); err != nil {
+	if err := harness.Download("http://"+pprofAddr+"/debug/pprof/heap?gc=1", ""); err != nil {
 		fail("%v", err)
 	}
 	if res.heap, err = harness.Metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
@@ -263,31 +261,6 @@ func checkTable(addr string, nt *nds.NameTable) []string {
 		}
 	}
 	return wrong
-}
-
-// download saves what url answers in path, or discards it if path is "".
-func download(url, path string) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	if path == "" {
-		_, err := io.Copy(io.Discard, resp.Body)
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // logLines is the process's log, line by line.
