@@ -145,8 +145,11 @@ func parse(c *caddy.Controller) (*MeshDNS, error) {
 				m.Fall.SetZonesFromArgs(c.RemainingArgs())
 			case "max_fallthrough":
 				args := c.RemainingArgs()
-				n, err := strconv.ParseInt(strings.Join(args, " "), 10, 64)
-				if len(args) != 1 || err != nil || n < 1 {
+				var n int64
+				if len(args) == 1 {
+					n, _ = strconv.ParseInt(args[0], 10, 64)
+				}
+				if n < 1 {
 					return nil, c.Errf("max_fallthrough: want a positive number of queries, got %q", args)
 				}
 				m.maxPassed = n

@@ -72,11 +72,10 @@ func (u *slowUpstream) count(name string) int {
 	return u.asked[name+"/A"] + u.asked[name+"/AAAA"]
 }
 
-// TestSharedNXDomain sends A and AAAA at once, as glibc does, through a real
-// server with forward to a slow upstream, and counts what reaches the
-// upstream.
-func TestSharedNXDomain(t *testing.T) {
-	up := &slowUpstream{delay: 300 * time.Millisecond, asked: map[string]int{}}
+// startSlowUpstream serves a slowUpstream on UDP until the test ends.
+func startSlowUpstream(t *testing.T, delay time.Duration) (*slowUpstream, server) {
+	t.Helper()
+	up := &slowUpstream{delay: delay, asked: map[string]int{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +83,14 @@ func TestSharedNXDomain(t *testing.T) {
 	us := &dns.Server{PacketConn: pc, Handler: up}
 	go us.ActivateAndServe()
 	t.Cleanup(func() { us.Shutdown() })
+	return up, server{udp: pc.LocalAddr().String()}
+}
+
+// TestSharedNXDomain sends A and AAAA at once, as glibc does, through a real
+// server with forward to a slow upstream, and counts what reaches the
+// upstream.
+func TestSharedNXDomain(t *testing.T) {
+	up, upAddr := startSlowUpstream(t, 300*time.Millisecond)
 	block := `meshdns {
 		file ` + meshPath + `
 		namespace bookinfo
@@ -91,7 +98,7 @@ func TestSharedNXDomain(t *testing.T) {
 		authoritative cluster.local
 		fallthrough
 	}`
-	s := startMesh(t, block, server{udp: pc.LocalAddr().String()})
+	s := startMesh(t, block, upAddr)
 
 	for _, tc := range []struct {
 		name     string
@@ -172,15 +179,8 @@ func resultTotal(t *testing.T, result string) float64 {
 // once; mesh names are answered meanwhile, and the bound frees up as the
 // upstream answers.
 func TestMaxFallthrough(t *testing.T) {
-	up := &slowUpstream{delay: time.Second, asked: map[string]int{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	us := &dns.Server{PacketConn: pc, Handler: up}
-	go us.ActivateAndServe()
-	t.Cleanup(func() { us.Shutdown() })
-	s := startMesh(t, "meshdns {\n\tfile "+meshPath+"\n\tfallthrough\n\tmax_fallthrough 2\n}", server{udp: pc.LocalAddr().String()})
+	_, upAddr := startSlowUpstream(t, time.Second)
+	s := startMesh(t, "meshdns {\n\tfile "+meshPath+"\n\tfallthrough\n\tmax_fallthrough 2\n}", upAddr)
 	ask := func(name string) (*dns.Msg, time.Duration) {
 		req := new(dns.Msg)
 		req.SetQuestion(name, dns.TypeA)
