@@ -28,17 +28,13 @@ func (cp *ControlPlane) InstallServiceImportCRD(t TB) {
 	}
 }
 
-// ServiceImportResource is the mcs-api ServiceImport resource meshdns reads.
-var ServiceImportResource = schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Resource: "serviceimports"}
+// serviceImportResource is the mcs-api ServiceImport resource meshdns reads.
+var serviceImportResource = schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Resource: "serviceimports"}
 
 // ServiceImport creates a ServiceImport of type typ ("ClusterSetIP" or
 // "Headless") with ips and one TCP port named http on 80.
 func (a *API) ServiceImport(ns, name, typ string, ips ...string) {
 	a.T.Helper()
-	dc, err := dynamic.NewForConfig(a.CP.RESTConfig)
-	if err != nil {
-		a.T.Fatalf("dynamic client: %v", err)
-	}
 	var list []any
 	for _, ip := range ips {
 		list = append(list, ip)
@@ -49,7 +45,7 @@ func (a *API) ServiceImport(ns, name, typ string, ips ...string) {
 		"spec": map[string]any{"type": typ, "ips": list,
 			"ports": []any{map[string]any{"name": "http", "protocol": "TCP", "port": int64(80)}}},
 	}}
-	if _, err := dc.Resource(ServiceImportResource).Namespace(ns).Create(a.Ctx, u, metav1.CreateOptions{}); err != nil {
+	if _, err := a.serviceImports(ns).Create(a.Ctx, u, metav1.CreateOptions{}); err != nil {
 		a.T.Fatalf("create ServiceImport %s/%s: %v", ns, name, err)
 	}
 }
@@ -57,11 +53,18 @@ func (a *API) ServiceImport(ns, name, typ string, ips ...string) {
 // DeleteServiceImport deletes the ServiceImport ns/name.
 func (a *API) DeleteServiceImport(ns, name string) {
 	a.T.Helper()
+	if err := a.serviceImports(ns).Delete(a.Ctx, name, metav1.DeleteOptions{}); err != nil {
+		a.T.Fatalf("delete ServiceImport %s/%s: %v", ns, name, err)
+	}
+}
+
+// serviceImports is the ServiceImports of namespace ns, through a dynamic
+// client: the test module has no typed client for them.
+func (a *API) serviceImports(ns string) dynamic.ResourceInterface {
+	a.T.Helper()
 	dc, err := dynamic.NewForConfig(a.CP.RESTConfig)
 	if err != nil {
 		a.T.Fatalf("dynamic client: %v", err)
 	}
-	if err := dc.Resource(ServiceImportResource).Namespace(ns).Delete(a.Ctx, name, metav1.DeleteOptions{}); err != nil {
-		a.T.Fatalf("delete ServiceImport %s/%s: %v", ns, name, err)
-	}
+	return dc.Resource(serviceImportResource).Namespace(ns)
 }
