@@ -63,10 +63,16 @@ func (m *MeshDNS) Ready() bool {
 	return true
 }
 
-// ServeDNS implements plugin.Handler. It stays small, and the rarer paths
-// live in functions of their own: every query runs on a fresh goroutine
-// stack, and a large frame here makes Go grow that stack, which costs more
-// than the answer.
+// ServeDNS implements plugin.Handler. After the checks every query needs
+// (a well-formed question, a zone of ours, sources loaded), it answers by the
+// precedence in the README: an exact name, a wildcard, a search-domain
+// short-cut, and last what the table does not serve. The table's Lookup
+// decides which rule matches; each rule is a method below.
+//
+// Every query runs on a fresh goroutine stack, and a large frame makes Go
+// grow that stack, which costs more than the answer. So ServeDNS and the
+// methods of the common answers keep small frames, and what builds a
+// dns.Msg lives in methods of its own (answerChain, chaseOutside, write).
 func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	if len(r.Question) == 0 { // the server refuses these; a test or another plugin may not
 		return dns.RcodeFormatError, nil
@@ -101,96 +107,41 @@ func (m *MeshDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 		return m.refuse(ctx, w, r, qname, match)
 	}
 	switch match.Kind {
-	case table.Hit, table.Wildcard:
-		res := resultHit
-		if match.Kind == table.Wildcard {
-			res = resultWildcard
-		}
-		if ok, err := m.writeAddrs(ctx, w, r, res, match); ok {
-			return rcodeOf(err), err
-		}
-		return m.respond(ctx, w, r, res, zone, q.Name, match, nil)
+	case table.Hit:
+		return m.exact(ctx, w, r, zone, match)
+	case table.Wildcard:
+		return m.wildcard(ctx, w, r, zone, match)
 	case table.Shortcut:
-		return m.shortcut(ctx, w, r, match, zone)
+		return m.shortcut(ctx, w, r, zone, match)
 	}
 	return m.unknown(ctx, w, r, qname, zone, match.Kind == table.Empty)
 }
 
-// badOPT reports whether r's EDNS is malformed (RFC 6891 §6.1.1): more than
-// one OPT record, or one owned by a name other than the root. The server
-// checks only the version of the first.
-func badOPT(r *dns.Msg) bool {
-	n := 0
-	for _, rr := range r.Extra {
-		if rr.Header().Rrtype == dns.TypeOPT {
-			if n++; n > 1 || rr.Header().Name != "." {
-				return true
-			}
-		}
-	}
-	return false
+// exact answers a name the table serves: a host, one of its short names, an
+// endpoint name, or an SRV name of one of those.
+func (m *MeshDNS) exact(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, zone string, match table.Match) (int, error) {
+	return m.served(ctx, w, r, resultHit, zone, match)
 }
 
-// plainQuery reports whether r is a query of class IN, the only kind of
-// question meshdns has data for.
-func plainQuery(r *dns.Msg) bool {
-	return r.Opcode == dns.OpcodeQuery && r.Question[0].Qclass == dns.ClassINET
+// wildcard answers a name a "*.suffix" host covers; the owner is the name
+// asked.
+func (m *MeshDNS) wildcard(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, zone string, match table.Match) (int, error) {
+	return m.served(ctx, w, r, resultWildcard, zone, match)
 }
 
-func (m *MeshDNS) ptrOwners(qname string) []string {
-	if addr, ok := table.ParseReverse(qname); ok {
-		return m.table.PTR(addr)
+// served answers the question's own name, whose record match found: A and
+// AAAA from the record's wire form (writeAddrs), anything else as a dns.Msg
+// (answerChain).
+func (m *MeshDNS) served(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, zone string, match table.Match) (int, error) {
+	if ok, err := m.writeAddrs(ctx, w, r, res, match); ok {
+		return rcodeOf(err), err
 	}
-	return nil
-}
-
-// escaped looks up a name with escaped octets in a label ("a\.b.example.",
-// "\000.example."): no table name has such a label, so only a wildcard can
-// cover it, through the labels after the last escaped one.
-func (m *MeshDNS) escaped(qname string) table.Match {
-	labels := dns.SplitDomainName(qname)
-	plain := len(labels)
-	for plain > 0 && strings.IndexByte(labels[plain-1], '\\') < 0 {
-		plain--
-	}
-	if plain == len(labels) {
-		return table.Match{}
-	}
-	return m.table.Covering(strings.Join(labels[plain:], "."))
-}
-
-// refuse answers what meshdns holds no data for: another opcode (NOTIMP),
-// another class or a zone transfer (REFUSED). A name meshdns does not know,
-// where unknown names fall through, goes on to the next plugin as usual.
-func (m *MeshDNS) refuse(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname string, match table.Match) (int, error) {
-	if match.Kind == table.Miss && m.fallsThrough(qname) && m.apex(qname) == "" {
-		m.counters.inc(ctx, resultFallthrough)
-		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
-	}
-	rcode := dns.RcodeRefused
-	if r.Opcode != dns.OpcodeQuery {
-		rcode = dns.RcodeNotImplemented
-	}
-	// Written here rather than by the server, which echoes RD and CD only
-	// for a QUERY.
-	msg := new(dns.Msg)
-	msg.SetRcode(r, rcode)
-	msg.RecursionDesired, msg.CheckingDisabled = r.RecursionDesired, r.CheckingDisabled
-	m.counters.inc(ctx, resultRefused)
-	if err := w.WriteMsg(msg); err != nil {
-		return rcodeOf(err), plugin.Error(pluginName, err)
-	}
-	return rcodeOf(nil), nil
-}
-
-// fallsThrough reports whether an unknown name goes on to the next plugin.
-func (m *MeshDNS) fallsThrough(qname string) bool {
-	return matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != ""
+	return m.answerChain(ctx, w, r, res, zone, r.Question[0].Name, match, nil)
 }
 
 // shortcut answers "H.<search domain>" with a CNAME to the real name of H
 // plus its records, saving the client the rest of its search walk.
-func (m *MeshDNS) shortcut(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, match table.Match, zone string) (int, error) {
+func (m *MeshDNS) shortcut(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, zone string, match table.Match) (int, error) {
 	asked, qtype := r.Question[0].Name, r.Question[0].Qtype
 	target := match.Record.Owner()
 	if match.Record.Wildcard() {
@@ -201,7 +152,7 @@ func (m *MeshDNS) shortcut(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	if qtype == dns.TypeCNAME || qtype == dns.TypeANY {
 		return m.write(ctx, w, r, resultShortcut, dns.RcodeSuccess, answer, nil)
 	}
-	return m.respond(ctx, w, r, resultShortcut, zone, target, match, answer)
+	return m.answerChain(ctx, w, r, resultShortcut, zone, target, match, answer)
 }
 
 // unknown handles names the table does not serve: the apex of a zone meshdns
@@ -233,21 +184,12 @@ func (m *MeshDNS) unknown(ctx context.Context, w dns.ResponseWriter, r *dns.Msg,
 	return m.write(ctx, w, r, resultNXDomain, dns.RcodeNameError, nil, m.soa(qname, zone))
 }
 
-// reverseExists reports whether qname is the reverse name of a served
-// address (asked for another type than PTR) or a name above one.
-func (m *MeshDNS) reverseExists(qname string) bool {
-	if !strings.HasSuffix(qname, ".arpa.") {
-		return false
-	}
-	return len(m.ptrOwners(qname)) > 0 || m.table.ReverseParent(qname)
-}
-
-// respond answers the question with what name, whose record match found,
+// answerChain answers the question with what name, whose record match found,
 // owns, after the records already in answer (a shortcut's CNAME). A CNAME
 // chain is followed through the table, then through the rest of the server;
 // the reply's rcode and negative SOA are those of the last name in the chain
 // (RFC 6604, RFC 2308).
-func (m *MeshDNS) respond(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, zone, name string, match table.Match, answer []dns.RR) (int, error) {
+func (m *MeshDNS) answerChain(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, zone, name string, match table.Match, answer []dns.RR) (int, error) {
 	qtype := r.Question[0].Qtype
 	for range table.MaxChain + 1 {
 		target := match.Record.Target()
@@ -270,7 +212,7 @@ func (m *MeshDNS) respond(ctx context.Context, w dns.ResponseWriter, r *dns.Msg,
 		}
 		next := m.table.Lookup(target)
 		if next.Kind != table.Hit && next.Kind != table.Wildcard {
-			return m.beyond(ctx, w, r, res, target, next.Kind, answer)
+			return m.chaseOutside(ctx, w, r, res, target, next.Kind, answer)
 		}
 		match, name = next, target
 	}
@@ -303,11 +245,11 @@ func (m *MeshDNS) records(name string, qtype uint16, match table.Match, answer [
 	return answer
 }
 
-// beyond finishes a CNAME chain whose target the table does not serve
+// chaseOutside finishes a CNAME chain whose target the table does not serve
 // (kind says how the lookup matched it). Where meshdns is the authority for
 // the target it answers itself, as for a query of its own; otherwise the
 // rest of the server resolves it, as the kubernetes plugin does.
-func (m *MeshDNS) beyond(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, target string, kind table.Kind, answer []dns.RR) (int, error) {
+func (m *MeshDNS) chaseOutside(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, target string, kind table.Kind, answer []dns.RR) (int, error) {
 	if zone := matchZone(m.Zones, target); zone != "" && (kind == table.Empty || kind == table.Miss && !m.fallsThrough(target)) {
 		if kind == table.Empty {
 			return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, answer, m.soa(target, zone))
@@ -328,6 +270,141 @@ func (m *MeshDNS) beyond(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 		return m.write(ctx, w, r, resultNoData, dns.RcodeSuccess, answer, soaOf(resp.Ns))
 	}
 	return m.write(ctx, w, r, res, dns.RcodeSuccess, answer, nil)
+}
+
+// writeAddrs answers an A or AAAA question for a name with such records as
+// wire bytes (see wire.go), and reports whether it did.
+func (m *MeshDNS) writeAddrs(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, match table.Match) (bool, error) {
+	qtype := r.Question[0].Qtype
+	if (qtype != dns.TypeA && qtype != dns.TypeAAAA) || match.SRV > 0 || match.Record.Target() != "" {
+		return false, nil
+	}
+	rrs, size := match.Record.WireAddrs(qtype)
+	ok, err := writeRaw(w, r, rrs, size)
+	if !ok {
+		return false, nil
+	}
+	m.counters.inc(ctx, res)
+	if err != nil {
+		return true, plugin.Error(pluginName, err)
+	}
+	return true, nil
+}
+
+// write sends the reply. Building it by hand rather than with SetReply saves
+// an allocation: the question is the request's own.
+func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, rcode int, answer, ns []dns.RR) (int, error) {
+	msg := &dns.Msg{
+		MsgHdr: dns.MsgHdr{
+			Id:               r.Id,
+			Response:         true,
+			Opcode:           r.Opcode,
+			Authoritative:    true,
+			RecursionDesired: r.RecursionDesired,
+			// meshdns stands in for the node's resolver, with forward behind it.
+			RecursionAvailable: r.RecursionDesired,
+			CheckingDisabled:   r.CheckingDisabled,
+			Rcode:              rcode,
+		},
+		Question: r.Question[:1],
+		Answer:   answer,
+		Ns:       ns,
+	}
+	m.counters.inc(ctx, res)
+	if err := w.WriteMsg(msg); err != nil {
+		return rcodeOf(err), plugin.Error(pluginName, err)
+	}
+	return rcodeOf(nil), nil
+}
+
+// rcodeOf is what ServeDNS returns once a reply was written, or failed to be.
+func rcodeOf(err error) int {
+	if err != nil {
+		return dns.RcodeServerFailure
+	}
+	// Like plugin/file and plugin/kubernetes: the reply is written.
+	return dns.RcodeSuccess
+}
+
+// escaped looks up a name with escaped octets in a label ("a\.b.example.",
+// "\000.example."): no table name has such a label, so only a wildcard can
+// cover it, through the labels after the last escaped one.
+func (m *MeshDNS) escaped(qname string) table.Match {
+	labels := dns.SplitDomainName(qname)
+	plain := len(labels)
+	for plain > 0 && strings.IndexByte(labels[plain-1], '\\') < 0 {
+		plain--
+	}
+	if plain == len(labels) {
+		return table.Match{}
+	}
+	return m.table.Covering(strings.Join(labels[plain:], "."))
+}
+
+// badOPT reports whether r's EDNS is malformed (RFC 6891 §6.1.1): more than
+// one OPT record, or one owned by a name other than the root. The server
+// checks only the version of the first.
+func badOPT(r *dns.Msg) bool {
+	n := 0
+	for _, rr := range r.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			if n++; n > 1 || rr.Header().Name != "." {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// plainQuery reports whether r is a query of class IN, the only kind of
+// question meshdns has data for.
+func plainQuery(r *dns.Msg) bool {
+	return r.Opcode == dns.OpcodeQuery && r.Question[0].Qclass == dns.ClassINET
+}
+
+func (m *MeshDNS) ptrOwners(qname string) []string {
+	if addr, ok := table.ParseReverse(qname); ok {
+		return m.table.PTR(addr)
+	}
+	return nil
+}
+
+// refuse answers what meshdns holds no data for: another opcode (NOTIMP),
+// another class or a zone transfer (REFUSED). A name meshdns does not know,
+// where unknown names fall through, goes on to the next plugin as usual.
+func (m *MeshDNS) refuse(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, qname string, match table.Match) (int, error) {
+	if match.Kind == table.Miss && m.fallsThrough(qname) && m.apex(qname) == "" {
+		m.counters.inc(ctx, resultFallthrough)
+		return plugin.NextOrFailure(m.Name(), m.Next, ctx, w, r)
+	}
+	rcode := dns.RcodeRefused
+	if r.Opcode != dns.OpcodeQuery {
+		rcode = dns.RcodeNotImplemented
+	}
+	// Written here rather than by the server, which echoes RD and CD only
+	// for a QUERY.
+	msg := new(dns.Msg)
+	msg.SetRcode(r, rcode)
+	msg.RecursionDesired, msg.CheckingDisabled = r.RecursionDesired, r.CheckingDisabled
+	m.counters.inc(ctx, resultRefused)
+	if err := w.WriteMsg(msg); err != nil {
+		return rcodeOf(err), plugin.Error(pluginName, err)
+	}
+	return rcodeOf(nil), nil
+}
+
+// fallsThrough reports whether an unknown name goes on to the next plugin.
+func (m *MeshDNS) fallsThrough(qname string) bool {
+	return matchZone(m.Authoritative, qname) == "" && matchZone(m.Fall.Zones, qname) != ""
+}
+
+// reverseExists reports whether qname is the reverse name of a served
+// address (asked for another type than PTR) or a name above one.
+func (m *MeshDNS) reverseExists(qname string) bool {
+	if !strings.HasSuffix(qname, ".arpa.") {
+		return false
+	}
+	return len(m.ptrOwners(qname)) > 0 || m.table.ReverseParent(qname)
 }
 
 // owns reports whether rrs hold a record of qtype.
@@ -453,58 +530,4 @@ func escapedAt(name string, i int) bool {
 
 func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
-}
-
-// writeAddrs answers an A or AAAA question for a name with such records as
-// wire bytes (see wire.go), and reports whether it did.
-func (m *MeshDNS) writeAddrs(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, match table.Match) (bool, error) {
-	qtype := r.Question[0].Qtype
-	if (qtype != dns.TypeA && qtype != dns.TypeAAAA) || match.SRV > 0 || match.Record.Target() != "" {
-		return false, nil
-	}
-	rrs, size := match.Record.WireAddrs(qtype)
-	ok, err := writeRaw(w, r, rrs, size)
-	if !ok {
-		return false, nil
-	}
-	m.counters.inc(ctx, res)
-	if err != nil {
-		return true, plugin.Error(pluginName, err)
-	}
-	return true, nil
-}
-
-// rcodeOf is what ServeDNS returns once a reply was written, or failed to be.
-func rcodeOf(err error) int {
-	if err != nil {
-		return dns.RcodeServerFailure
-	}
-	// Like plugin/file and plugin/kubernetes: the reply is written.
-	return dns.RcodeSuccess
-}
-
-// write sends the reply. Building it by hand rather than with SetReply saves
-// an allocation: the question is the request's own.
-func (m *MeshDNS) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, res result, rcode int, answer, ns []dns.RR) (int, error) {
-	msg := &dns.Msg{
-		MsgHdr: dns.MsgHdr{
-			Id:               r.Id,
-			Response:         true,
-			Opcode:           r.Opcode,
-			Authoritative:    true,
-			RecursionDesired: r.RecursionDesired,
-			// meshdns stands in for the node's resolver, with forward behind it.
-			RecursionAvailable: r.RecursionDesired,
-			CheckingDisabled:   r.CheckingDisabled,
-			Rcode:              rcode,
-		},
-		Question: r.Question[:1],
-		Answer:   answer,
-		Ns:       ns,
-	}
-	m.counters.inc(ctx, res)
-	if err := w.WriteMsg(msg); err != nil {
-		return rcodeOf(err), plugin.Error(pluginName, err)
-	}
-	return rcodeOf(nil), nil
 }
