@@ -19,9 +19,12 @@ import (
 // (but for rrs, a cache filled once).
 //
 // A table holds one per name, so it is kept to 48 bytes, a size class
-// (TestRecordSize): lengths instead of string and slice headers. What a query
-// reads comes first, in 32 bytes: data and its lengths, for the lookup's name
-// check and for the answer, and extra, to rule out a CNAME.
+// (TestRecordSize): a *byte and lengths instead of string headers, a *Port
+// and a count instead of a slice header.
+//
+// go test -run NONE -bench RecordLayout ./plugin/table/: 3.1 MiB less per
+// 100k records than owner and wire strings (17 % of the table at 100k, 17.9
+// MiB in BenchmarkLoad/100k), and 1.5 MiB less than a []Port (8.5 %).
 type Record struct {
 	// data is the owner, the canonical name with its trailing dot, then the
 	// wire form of the A records and then the AAAA records, without their
@@ -312,8 +315,16 @@ func (t *Table) newRecord(name, suffix string, addrs []netip.Addr) *Record {
 }
 
 // recordAllocs[i] makes a Record with room for 16*(i+1) bytes after it
-// (withTail): 48 bytes plus any multiple of 16 up to 208 is a size class, so
-// this wastes no more than two allocations did.
+// (withTail): 48 bytes plus any multiple of 16 up to 208 is a size class,
+// so the heap is what a Record and its bytes apart take, and a query that
+// reads the Record finds the name and the answer in the same or the next
+// cache line.
+//
+// go test -run NONE -bench RecordTail ./plugin/table/: the same heap as a
+// Record and its bytes apart, one allocation instead of two, and 97 to 155
+// ns less per hit on a spread of 100k names (16 to 18 % of
+// BenchmarkLookup/hit_spread in the same runs); 1.5 ns less per hit in the
+// caches (4 % of BenchmarkLookup/hit).
 var recordAllocs = [...]func() (*Record, []byte){
 	newWithTail[Record, byte, [16]byte], newWithTail[Record, byte, [32]byte],
 	newWithTail[Record, byte, [48]byte], newWithTail[Record, byte, [64]byte],

@@ -18,7 +18,7 @@ func TestRecordSize(t *testing.T) {
 	}
 }
 
-// TestRecordLimits: what is past the old 16-bit lengths is kept whole: an
+// TestRecordLimits: what is past 16-bit lengths is kept whole: an
 // endpoint name longer than 255 characters and a headless service with more
 // address records than 64 KiB of wire form.
 func TestRecordLimits(t *testing.T) {

@@ -14,9 +14,15 @@ import (
 // (hash, *Record) instead of a Go map, and the key is not stored: it is
 // checked against the Record, which the caller reads next anyway. A read
 // hashes the key once and probes 16-byte slots, where a Go map costs a pointer
-// hop per level (map, directory, table, group) and the key's bytes besides,
-// each a cache miss when the table is larger than the caches; and the slots
-// take a third of the memory of a Go map's.
+// hop per level (map, directory, table, group).
+//
+// go test -run NONE -bench RecordIndex ./plugin/table/, against a shardMap
+// of Go maps (a []*Record per address): for 100k records, 1.2 MiB less for
+// the names and 5.9 MiB less for the addresses (7 % and 33 % of the table at
+// 100k, 17.9 MiB in BenchmarkLoad/100k); per read of the names, 14 ns less
+// for a hit (33 % of BenchmarkLookup/hit, 42 ns), 13 ns less for a miss (7 %
+// of BenchmarkLookup/miss, 200 ns) and 22 to 118 ns less for a hit on a
+// spread of names (3 to 19 % of BenchmarkLookup/hit_spread in the same runs).
 
 // recordMap finds the served Record of a name: a host, or for a wildcard
 // "*.suffix" the suffix (recordKey).
@@ -219,8 +225,7 @@ func (s *recordShards) commit() {
 
 // recordShardSize is the slot count for n records: a power of two, at most
 // three quarters full. Slots are 16 bytes, four to a cache line, so a probe
-// for a missing key still ends within a line or two (BenchmarkLookup/miss
-// was no slower than at two thirds, and the indexes 10% smaller).
+// for a missing key ends within a line or two.
 func recordShardSize(n int) int {
 	size := 4
 	for size*3 < n*4 {
@@ -232,6 +237,12 @@ func recordShardSize(n int) int {
 func newRecordShard(n int) *recordShard { return allocShard(recordShardSize(n)) }
 
 // shardAllocs[i] makes a shard of 4<<i slots, the slots after it (withTail).
+//
+// go test -run NONE -bench ShardTail ./plugin/table/: a full GC of a table of
+// 100k services takes 11 to 22 % less time than with the slots apart
+// (medians of three runs of -count 6); the heap (0.02 MiB less per index of
+// 100k records, 0.1 % of the table) and the time of a lookup (within 3 %) are
+// the same either way.
 var shardAllocs = [...]func() (*recordShard, []recordSlot){
 	newWithTail[recordShard, recordSlot, [4]recordSlot], newWithTail[recordShard, recordSlot, [8]recordSlot],
 	newWithTail[recordShard, recordSlot, [16]recordSlot], newWithTail[recordShard, recordSlot, [32]recordSlot],

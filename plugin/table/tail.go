@@ -2,9 +2,9 @@ package table
 
 import "unsafe"
 
-// withTail is an H with an array T of Es right after it, in one allocation:
-// who reads the H finds the array in the same or the next cache line, not
-// behind another pointer. Records keep their bytes so, shards their slots.
+// withTail is an H with an array T of Es right after it, in one allocation.
+// Records keep their bytes so (recordAllocs), shards their slots
+// (shardAllocs); each says what it saves.
 type withTail[H, T any] struct {
 	head H
 	tail T

@@ -8,8 +8,14 @@ import (
 )
 
 // ports shares the port lists objects have in common: most Services have one
-// of a few (http/80...), and the table keeps the list it is given, so one
-// shared list saves a copy per Service in the state and in the table.
+// of a few (http/80...). Without it each Service keeps a list of its own,
+// which the table keeps too (it keeps the list it is given): at 100k
+// Services of one port that is 3.8 MiB more (40 B a Service, the list and
+// its name), 37 % of the source's 10.4 MiB at 100k (BenchmarkServiceMemory
+// would count those lists in the table's figure, as the table keeps them
+// alive).
+//
+//	go test -run '^$' -bench TrickPortsMemory -benchtime 1x ./plugin/source/kubernetes/
 var ports = &portLists{lists: map[string]*[]table.Port{}}
 
 // maxPortLists bounds the shared lists, so that a cluster of unique lists
@@ -24,7 +30,9 @@ type portLists struct {
 
 // intern returns the shared list equal to ps, which it must not modify
 // after, or nil for an empty list. A pointer, so a Service keeps 8 bytes for
-// its ports, not 24.
+// its ports, not 24, and fits a 64-byte size class, not 80: at 100k
+// Services 1.5 MiB less than a slice of the shared list (16 B a Service),
+// 15 % of the source's 10.4 MiB at 100k (the command above ports).
 func (p *portLists) intern(ps []table.Port) *[]table.Port {
 	if len(ps) == 0 {
 		return nil

@@ -3,9 +3,21 @@ package kubernetes
 import "hash/maphash"
 
 // serviceSet holds Services by "<name>.<namespace>", a key it reads from
-// each Service rather than storing: 8 bytes a slot, where a Go map with
-// string keys costs about 50 bytes a Service. The state holds every
-// Service of the cluster in one. Not safe for concurrent use.
+// each Service rather than storing: a slot is a pointer, 8 bytes, and the
+// slots are at most three quarters full. The state holds every Service of
+// the cluster in one. Not safe for concurrent use.
+//
+// It is not a Go map because it is smaller. At 100k Services the set takes
+// 2.0 MiB (21 B a Service: its slots have just doubled) and a
+// map[string]*service keyed by the Service's own nameNS, which shares the
+// Service's string, 3.3 MiB (35 B a Service): 1.3 MiB less, 13 % of the
+// source's 10.4 MiB at 100k (BenchmarkServiceMemory). A get costs more,
+// each probe reading a Service: about 440 ns against 190 ns for the map,
+// over 100k Services in no order; the state gets a Service per event, not
+// per query.
+//
+//	go test -run '^$' -bench TrickServiceSetMemory -benchtime 1x ./plugin/source/kubernetes/
+//	go test -run '^$' -bench TrickServiceSetGet ./plugin/source/kubernetes/
 type serviceSet struct {
 	seed  maphash.Seed
 	slots []*service // linear probing, at most three quarters full; nil is free
@@ -48,8 +60,9 @@ func (m *serviceSet) put(s *service) {
 	m.slots[i] = s
 }
 
-// del removes the Service of key, if any. Entries after it move back into
-// the gap (no tombstones), and the slots shrink once an eighth full.
+// del removes the Service of key, if any, and moves later Services of its
+// probe run back, so that every Service stays reachable from its home slot
+// without tombstones. The slots shrink once an eighth full.
 func (m *serviceSet) del(key string) {
 	if m.n == 0 {
 		return
@@ -59,15 +72,20 @@ func (m *serviceSet) del(key string) {
 		return
 	}
 	mask := len(m.slots) - 1
-	m.slots[i] = nil
-	m.n--
-	for j := (i + 1) & mask; m.slots[j] != nil; j = (j + 1) & mask {
-		// slots[j] may fill the gap at i unless its home lies in (i, j].
-		if h := m.home(m.slots[j].nameNS()); (j-h)&mask >= (j-i)&mask {
-			m.slots[i], m.slots[j] = m.slots[j], nil
+	for j := i; ; {
+		j = (j + 1) & mask
+		s := m.slots[j]
+		if s == nil {
+			break
+		}
+		// s stays unless its home is cyclically outside (i, j].
+		if h := m.home(s.nameNS()); (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
+			m.slots[i] = s
 			i = j
 		}
 	}
+	m.slots[i] = nil
+	m.n--
 	if len(m.slots) > 8 && m.n*8 < len(m.slots) {
 		m.resize(len(m.slots) / 2)
 	}

@@ -11,7 +11,12 @@ import (
 
 // The watches' transforms convert API objects as they arrive, so what their
 // queues pass on, and what the state keeps, are meshdns's compact structs: a
-// cluster's objects are mostly fields DNS never looks at.
+// cluster's objects are mostly fields DNS never looks at. At 100k Services
+// as BenchmarkServiceMemory makes them (one port, one ClusterIP, no labels,
+// annotations or managed fields) the API objects take 117.7 MiB and the
+// structs 8.4 MiB: 109 MiB less, ten times the source's 10.4 MiB at 100k.
+//
+//	go test -run '^$' -bench TrickSlimMemory -benchtime 1x ./plugin/source/kubernetes/
 //
 // The queue only needs a metav1.Object to key a struct by namespace/name,
 // and the watch to tell an object listed again (same resource version) from
