@@ -207,7 +207,7 @@ func controlFields(control []byte) map[string]string {
 	return f
 }
 
-// The files of both packages, where the issue says, with their modes and
+// The files of both packages, where docs/vm.md says, with their modes and
 // contents; the Corefile a conffile; the maintainer scripts; the unit
 // starting the binary the package ships; the lean binary.
 func TestPackageContents(t *testing.T) {

@@ -135,7 +135,8 @@ const (
 	db      = "db.data.svc.cluster.local."
 )
 
-// suites covers the numbered behaviours; comments give the number.
+// suites covers the plugin's behaviours, one Corefile block each; a comment
+// heads each group of cases with the behaviour it checks.
 var suites = []suite{
 	{
 		name: "namespace",
@@ -146,17 +147,17 @@ var suites = []suite{
 			fallthrough
 		}`,
 		cases: []test.Case{
-			// 1. Kubernetes hosts: FQDN, name.ns, name.ns.svc, and the bare name in the configured namespace.
+			// Kubernetes hosts: FQDN, name.ns, name.ns.svc, and the bare name in the configured namespace.
 			hit(reviews, dns.TypeA, a(reviews, "10.0.0.10")),
 			hit("reviews.bookinfo.", dns.TypeA, a("reviews.bookinfo.", "10.0.0.10")),
 			hit("reviews.bookinfo.svc.", dns.TypeA, a("reviews.bookinfo.svc.", "10.0.0.10")),
 			hit("reviews.", dns.TypeA, a("reviews.", "10.0.0.10")),
 			hit("db.data.", dns.TypeA, a("db.data.", "10.1.0.1"), a("db.data.", "10.1.0.2"), a("db.data.", "10.1.0.3")),
-			// 1. A ServiceEntry host is served exactly, even under the cluster domain.
+			// A ServiceEntry host is served exactly, even under the cluster domain.
 			hit("legacy.ops.svc.cluster.local.", dns.TypeA, a("legacy.ops.svc.cluster.local.", "240.240.0.9")),
 			nxdomain("legacy.ops.bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 
-			// 2. Search-domain shortcut for every default search domain: CNAME to the FQDN plus its records.
+			// Search-domain shortcut for every default search domain: CNAME to the FQDN plus its records.
 			hit("reviews.bookinfo.bookinfo.svc.cluster.local.", dns.TypeA,
 				cname("reviews.bookinfo.bookinfo.svc.cluster.local.", reviews), a(reviews, "10.0.0.10")),
 			hit("reviews.bookinfo.default.svc.cluster.local.", dns.TypeA,
@@ -188,7 +189,7 @@ var suites = []suite{
 			nxdomain("reviews.default.svc.cluster.local.", dns.TypeA, soaCluster),
 			nxdomain("details.default.svc.cluster.local.", dns.TypeA, soaCluster),
 
-			// 3. Wildcards: the owner is the question, the most specific wins, deeper names match.
+			// Wildcards: the owner is the question, the most specific wins, deeper names match.
 			hit("foo.wild.example.com.", dns.TypeA, a("foo.wild.example.com.", "240.240.1.1")),
 			hit("a.b.wild.example.com.", dns.TypeA, a("a.b.wild.example.com.", "240.240.1.1")),
 			hit("x.deep.wild.example.com.", dns.TypeA, a("x.deep.wild.example.com.", "240.240.1.2")),
@@ -205,7 +206,7 @@ var suites = []suite{
 				cname("z.deep.wild.example.com.cluster.local.", "z.deep.wild.example.com."),
 				a("z.deep.wild.example.com.", "240.240.1.2")),
 
-			// 4. A and AAAA; NODATA with an SOA (never NXDOMAIN) for a missing family or another type.
+			// A and AAAA; NODATA with an SOA (never NXDOMAIN) for a missing family or another type.
 			hit(reviews, dns.TypeAAAA, aaaa(reviews, "fd00::10")),
 			hit(ratings, dns.TypeAAAA, aaaa(ratings, "fd00::12")),
 			nodata(ratings, dns.TypeA, soaCluster),
@@ -218,7 +219,7 @@ var suites = []suite{
 			hit("api.example.com.", dns.TypeAAAA, aaaa("api.example.com.", "2001:2::1")),
 			nodata("api.example.com.", dns.TypeTXT, soaRoot),
 
-			// 5. SRV in the kubernetes plugin's form, and at the host for all ports.
+			// SRV in the kubernetes plugin's form, and at the host for all ports.
 			hit("_http._tcp."+reviews, dns.TypeSRV, srv("_http._tcp."+reviews, 100, 9080, reviews)),
 			hit("_grpc._tcp.reviews.bookinfo.", dns.TypeSRV, srv("_grpc._tcp.reviews.bookinfo.", 100, 9090, reviews)),
 			hit(reviews, dns.TypeSRV, srv(reviews, 100, 9080, reviews), srv(reviews, 100, 9090, reviews)),
@@ -237,7 +238,7 @@ var suites = []suite{
 			nxdomain("_http._udp."+reviews, dns.TypeSRV, soaCluster),
 			nodata("ratings.bookinfo.svc.cluster.local.", dns.TypeSRV, soaCluster),
 
-			// 6. PTR for every served address, endpoint names for headless services.
+			// PTR for every served address, endpoint names for headless services.
 			hit(arpa("10.0.0.10"), dns.TypePTR, ptr(arpa("10.0.0.10"), reviews)),
 			hit(arpa("fd00::10"), dns.TypePTR, ptr(arpa("fd00::10"), reviews)),
 			hit(arpa("fd00::12"), dns.TypePTR, ptr(arpa("fd00::12"), ratings)),
@@ -248,7 +249,7 @@ var suites = []suite{
 			hit(arpa("10.1.0.3"), dns.TypePTR, ptr(arpa("10.1.0.3"), "10-1-0-3."+db)),
 			hit(arpa("fd00:1::4"), dns.TypePTR, ptr(arpa("fd00:1::4"), "fd00-1--4."+db)),
 
-			// 7. ExternalName to a mesh name: the chain continues inside meshdns.
+			// ExternalName to a mesh name: the chain continues inside meshdns.
 			hit("alias.bookinfo.svc.cluster.local.", dns.TypeA,
 				cname("alias.bookinfo.svc.cluster.local.", details), a(details, "10.0.0.11")),
 			hit("alias.bookinfo.", dns.TypeA, cname("alias.bookinfo.", details), a(details, "10.0.0.11")),
@@ -260,7 +261,7 @@ var suites = []suite{
 				cname("alias.bookinfo.bookinfo.svc.cluster.local.", "alias.bookinfo.svc.cluster.local."),
 				cname("alias.bookinfo.svc.cluster.local.", details), a(details, "10.0.0.11")),
 
-			// 8. Headless: every endpoint address, and per-endpoint names.
+			// Headless: every endpoint address, and per-endpoint names.
 			hit(db, dns.TypeA, a(db, "10.1.0.1"), a(db, "10.1.0.2"), a(db, "10.1.0.3")),
 			hit(db, dns.TypeAAAA, aaaa(db, "fd00:1::4")),
 			hit("db-0."+db, dns.TypeA, a("db-0."+db, "10.1.0.1")),
@@ -270,7 +271,7 @@ var suites = []suite{
 			nodata("fd00-1--4."+db, dns.TypeA, soaCluster),
 			nxdomain("db-9."+db, dns.TypeA, soaCluster),
 
-			// 9. Case-insensitive lookup; the answer keeps the question's case.
+			// Case-insensitive lookup; the answer keeps the question's case.
 			hit("ReViews.BookInfo.svc.cluster.local.", dns.TypeA, a("ReViews.BookInfo.svc.cluster.local.", "10.0.0.10")),
 			hit("REVIEWS.bookinfo.", dns.TypeAAAA, aaaa("REVIEWS.bookinfo.", "fd00::10")),
 			hit("Foo.Wild.Example.COM.", dns.TypeA, a("Foo.Wild.Example.COM.", "240.240.1.1")),
@@ -279,7 +280,7 @@ var suites = []suite{
 			hit("ReViews.BookInfo.BookInfo.svc.cluster.local.", dns.TypeA,
 				cname("ReViews.BookInfo.BookInfo.svc.cluster.local.", reviews), a(reviews, "10.0.0.10")),
 
-			// 10. authoritative beats fallthrough: NXDOMAIN, and NODATA for empty non-terminals.
+			// authoritative beats fallthrough: NXDOMAIN, and NODATA for empty non-terminals.
 			nxdomain("nope.bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 			nxdomain("nope.cluster.local.", dns.TypeAAAA, soaCluster),
 			nodata("bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
@@ -296,30 +297,30 @@ var suites = []suite{
 			nodata("0.0.d.f.ip6.arpa.", dns.TypePTR, soaRoot),
 			nodata("1.0.0.0.0.0.d.f.ip6.arpa.", dns.TypeSOA, soaRoot),
 
-			// 11. ANY: the name's addresses, or an ExternalName's CNAME (RFC 8482).
+			// ANY: the name's addresses, or an ExternalName's CNAME (RFC 8482).
 			hit(details, dns.TypeANY, a(details, "10.0.0.11")),
 			hit("alias.bookinfo.svc.cluster.local.", dns.TypeANY, cname("alias.bookinfo.svc.cluster.local.", details)),
 			// An ExternalName host owns its CNAME only: no SRV names below it (RFC 2181 §10.1).
 			nxdomain("_http._tcp.alias.bookinfo.svc.cluster.local.", dns.TypeSRV, soaCluster),
-			// 12. The Kubernetes DNS schema version.
+			// The Kubernetes DNS schema version.
 			hit("dns-version.cluster.local.", dns.TypeTXT, test.TXT(`dns-version.cluster.local. 28800 IN TXT "1.1.0"`)),
 			nodata("dns-version.cluster.local.", dns.TypeA, soaCluster),
-			// 13. A label with an escaped dot is one label: not a name of the table.
+			// A label with an escaped dot is one label: not a name of the table.
 			nxdomain("reviews\\.bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 		},
-		// 10. Unknown names outside the authoritative zones fall through.
+		// Unknown names outside the authoritative zones fall through.
 		next: []question{
 			{"nope.example.org.", dns.TypeA},
 			{"www.example.org.", dns.TypeA},
 			{"api.example.net.", dns.TypeAAAA},
-			{"legacy.ops.", dns.TypeA},     // 1. a ServiceEntry has no short names
-			{"legacy.ops.svc.", dns.TypeA}, // 1.
-			{"db.", dns.TypeA},             // 1. bare names only for the configured namespace
+			{"legacy.ops.", dns.TypeA},     // a ServiceEntry has no short names
+			{"legacy.ops.svc.", dns.TypeA}, // nor the .svc one
+			{"db.", dns.TypeA},             // bare names only for the configured namespace
 			{arpa("240.240.1.1"), dns.TypePTR},
 			{arpa("192.0.2.1"), dns.TypePTR},
 		},
 		wire: []test.Case{
-			// 7. A chain that leaves the table ends as the rest of the server answers its last name
+			// A chain that leaves the table ends as the rest of the server answers its last name
 			// (RFC 6604): here NXDOMAIN, with that server's SOA.
 			{Qname: "ext.bookinfo.svc.cluster.local.", Qtype: dns.TypeTXT, Authoritative: true, Rcode: dns.RcodeNameError,
 				Answer: []dns.RR{cname("ext.bookinfo.svc.cluster.local.", "www.example.org.")},
@@ -345,24 +346,24 @@ var suites = []suite{
 			file MESH
 		}`,
 		cases: []test.Case{
-			// 1. No namespace: no bare names.
+			// No namespace: no bare names.
 			nxdomain("reviews.", dns.TypeA, soaRoot),
 			hit("reviews.bookinfo.", dns.TypeA, a("reviews.bookinfo.", "10.0.0.10")),
 			hit("details.bookinfo.svc.", dns.TypeA, a("details.bookinfo.svc.", "10.0.0.11")),
-			// 1. ServiceEntry hosts: exact only.
+			// ServiceEntry hosts: exact only.
 			nxdomain("legacy.ops.", dns.TypeA, soaRoot),
 			nxdomain("legacy.ops.svc.", dns.TypeA, soaRoot),
-			// 2. Shortcuts work for any namespace's search domains without a namespace.
+			// Shortcuts work for any namespace's search domains without a namespace.
 			hit("details.bookinfo.data.svc.cluster.local.", dns.TypeA,
 				cname("details.bookinfo.data.svc.cluster.local.", details), a(details, "10.0.0.11")),
 			// ... but the bare name needs the namespace.
 			nxdomain("reviews.svc.cluster.local.", dns.TypeA, soaCluster),
 			nxdomain("reviews.bookinfo.svc.cluster.local.example.org.", dns.TypeA, soaRoot),
-			// 10. Without fallthrough, unknown names get NXDOMAIN, with the cluster domain's or the zone's SOA.
+			// Without fallthrough, unknown names get NXDOMAIN, with the cluster domain's or the zone's SOA.
 			nxdomain("nope.example.org.", dns.TypeA, soaRoot),
 			nxdomain("nope.bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 			nxdomain(arpa("192.0.2.1"), dns.TypePTR, soaRoot),
-			// 10. Empty non-terminals: NODATA.
+			// Empty non-terminals: NODATA.
 			nodata("bookinfo.svc.cluster.local.", dns.TypeA, soaCluster),
 			nodata("bookinfo.svc.", dns.TypeA, soaRoot),
 			nodata("bookinfo.", dns.TypeA, soaRoot),
@@ -377,7 +378,7 @@ var suites = []suite{
 			search corp.example.com
 		}`,
 		cases: []test.Case{
-			// 2. A custom search list replaces the defaults.
+			// A custom search list replaces the defaults.
 			hit("reviews.bookinfo.corp.example.com.", dns.TypeA,
 				cname("reviews.bookinfo.corp.example.com.", reviews), a(reviews, "10.0.0.10")),
 			hit("api.example.com.corp.example.com.", dns.TypeA,
@@ -399,11 +400,11 @@ var suites = []suite{
 			hit(reviews, dns.TypeA, a(reviews, "10.0.0.10")),
 			nxdomain("nope.cluster.local.", dns.TypeA, soaCluster),
 			nodata("svc.cluster.local.", dns.TypeA, soaCluster),
-			// 6. PTR is answered for served addresses whatever the zones.
+			// PTR is answered for served addresses whatever the zones.
 			hit(arpa("10.0.0.10"), dns.TypePTR, ptr(arpa("10.0.0.10"), reviews)),
 		},
 		next: []question{
-			// 10. Names outside the plugin's zones go to the next plugin, even mesh names.
+			// Names outside the plugin's zones go to the next plugin, even mesh names.
 			{"api.example.com.", dns.TypeA},
 			{"foo.wild.example.com.", dns.TypeA},
 			{"www.example.net.", dns.TypeA},
@@ -420,7 +421,7 @@ var suites = []suite{
 			fallthrough
 		}`,
 		cases: []test.Case{
-			// 10. authoritative without zones covers all the plugin's zones, and beats fallthrough.
+			// authoritative without zones covers all the plugin's zones, and beats fallthrough.
 			// The SOA is the authoritative zone's, here the root.
 			nxdomain("www.example.org.", dns.TypeA, soaRoot),
 			nxdomain("nope.bookinfo.svc.cluster.local.", dns.TypeA, soaRoot),
@@ -542,7 +543,9 @@ func chainOrder(resp *dns.Msg) error {
 	return nil
 }
 
-func TestServeDNS(t *testing.T) {
+// Every case of the suites through ServeDNS, with a marker handler as the
+// next plugin.
+func TestServeDNSAnswersSuites(t *testing.T) {
 	for _, s := range suites {
 		t.Run(s.name, func(t *testing.T) {
 			m := newMesh(t, s.corefileBlock(), nextPlugin)
@@ -567,7 +570,7 @@ func TestServeDNS(t *testing.T) {
 	}
 }
 
-// 9. Only the first question is looked at, and only it is in the reply.
+// Only the first question is looked at, and only it is in the reply.
 func TestServeDNSFirstQuestionOnly(t *testing.T) {
 	m := newMesh(t, suiteBlock("namespace"), nextPlugin)
 	for _, tc := range []struct {
@@ -599,7 +602,7 @@ func TestServeDNSFirstQuestionOnly(t *testing.T) {
 	}
 }
 
-// 9. Address records are shuffled per query, and always complete.
+// Address records are shuffled per query, and always complete.
 func TestServeDNSShuffle(t *testing.T) {
 	m := newMesh(t, suiteBlock("namespace"), nextPlugin)
 	want := []string{"10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5", "10.0.1.6"}
@@ -638,7 +641,7 @@ type idleSource struct{}
 func (idleSource) Name() string                             { return "idle" }
 func (idleSource) Start(context.Context, source.Sink) error { return nil }
 
-// 11. Until every source has loaded once: SERVFAIL in the plugin's zones and
+// Until every source has loaded once: SERVFAIL in the plugin's zones and
 // not ready; afterwards, answers.
 func TestServeDNSNotReady(t *testing.T) {
 	m := &MeshDNS{
@@ -687,7 +690,7 @@ func TestServeDNSNotReady(t *testing.T) {
 	}
 }
 
-// 11. With several sources, every one must have loaded.
+// With several sources, every one must have loaded.
 func TestReadyNeedsEverySource(t *testing.T) {
 	m := newMesh(t, suiteBlock("plain"), nextPlugin)
 	if !m.Ready() {
@@ -707,7 +710,7 @@ func TestReadyNeedsEverySource(t *testing.T) {
 	}
 }
 
-// 13. Every result is counted under its label.
+// Every result is counted under its label.
 func TestServeDNSRequestMetrics(t *testing.T) {
 	m := newMesh(t, suiteBlock("namespace"), nextPlugin)
 	for _, tc := range []struct {

@@ -138,7 +138,7 @@ func wireCheck(t *testing.T, s server, tc test.Case) {
 }
 
 // Every behaviour of the suites, over the wire, with forward to a second server as the next plugin.
-func TestWire(t *testing.T) {
+func TestWireAnswersSuites(t *testing.T) {
 	upstream := startServer(t, upstreamCorefile)
 	for _, s := range suites {
 		t.Run(s.name, func(t *testing.T) {
@@ -157,10 +157,10 @@ func TestWire(t *testing.T) {
 	}
 }
 
-// 9. A query with two questions never reaches meshdns: the DNS server
+// A query with two questions never reaches meshdns: the DNS server
 // library refuses it with FORMERR (ServeDNS answers only the first; see
 // TestServeDNSFirstQuestionOnly).
-func TestWireTwoQuestions(t *testing.T) {
+func TestWireRefusesTwoQuestions(t *testing.T) {
 	srv := startMesh(t, suiteBlock("namespace"), startServer(t, upstreamCorefile))
 	transports(t, func(t *testing.T, network string) {
 		req := new(dns.Msg).SetQuestion(reviews, dns.TypeA)
@@ -171,7 +171,7 @@ func TestWireTwoQuestions(t *testing.T) {
 	})
 }
 
-// 9. Address records are shuffled per query; the set is always complete.
+// Address records are shuffled per query; the set is always complete.
 func TestWireShuffle(t *testing.T) {
 	srv := startMesh(t, suiteBlock("namespace"), startServer(t, upstreamCorefile))
 	want := []string{"10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5", "10.0.1.6"}
@@ -195,7 +195,7 @@ func TestWireShuffle(t *testing.T) {
 	})
 }
 
-// 9. Truncation: a headless service with 100 endpoints does not fit in 512 bytes.
+// Truncation: a headless service with 100 endpoints does not fit in 512 bytes.
 func TestWireTruncation(t *testing.T) {
 	const host = "big.data.svc.cluster.local"
 	e := table.Entry{Host: host, Registry: table.Kubernetes}
@@ -223,10 +223,10 @@ func TestWireTruncation(t *testing.T) {
 		bufsize  uint16 // 0: no EDNS0
 		complete bool   // every record, no TC
 	}{
-		{"udp", "udp", 0, false},
-		{"udp-edns0-4096", "udp", 4096, true},
-		{"tcp", "tcp", 0, true},
-		{"tcp-edns0-4096", "tcp", 4096, true},
+		{"udp-truncated", "udp", 0, false},
+		{"udp-edns0-4096-complete", "udp", 4096, true},
+		{"tcp-complete", "tcp", 0, true},
+		{"tcp-edns0-4096-complete", "tcp", 4096, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := new(dns.Msg).SetQuestion(host+".", dns.TypeA)
@@ -319,7 +319,7 @@ func eventually(t *testing.T, what string, f func() error) {
 	}
 }
 
-// 11. The ready plugin reports OK once the sources have loaded.
+// The ready plugin reports OK once the sources have loaded.
 func TestWireReady(t *testing.T) {
 	addr := freeAddr(t)
 	srv := startMesh(t, suiteBlock("plain"), startServer(t, upstreamCorefile), "ready "+addr)
@@ -350,7 +350,7 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// 12. File reload: changes are served, a malformed file is rejected and
+// File reload: changes are served, a malformed file is rejected and
 // counted while the last good table keeps serving, a good file is served again.
 func TestWireFileReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mesh.json")
@@ -416,7 +416,7 @@ func TestWireFileReload(t *testing.T) {
 	}
 }
 
-// 13. Metrics on the prometheus plugin's endpoint: requests by result, and
+// Metrics on the prometheus plugin's endpoint: requests by result, and
 // the table's size by source.
 func TestWireMetrics(t *testing.T) {
 	// A private copy of the mesh, so its source label is this test's alone.

@@ -1,9 +1,61 @@
-// Package harness runs a real etcd and a real kube-apiserver on loopback
-// ports for integration tests, with the Istio CRDs installed.
+// Package harness holds what the integration tests under test/, the
+// benchmark programs under test/bench and test/demo run meshdns against, and
+// the helpers they share to drive and measure it. Its functions take a TB:
+// a test's *testing.T, or a Runner in a program, whose cleanups run at
+// Teardown and whose Fatalf tears down and exits.
 //
-// The binaries come from test/controlplane (`make test-binaries`) and are
-// looked up in $MESHDNS_BIN_DIR, or else in the bin/ directory of the
-// repository.
+// Control plane:
+//   - ControlPlane (harness.go): a real etcd and kube-apiserver on loopback
+//     ports, with the Istio CRDs of the istio.io/api module the test module
+//     pins installed (crds.go) and istio-system created; the API server can
+//     be stopped and started again, and service-account tokens issued, or
+//     signed already expired (token.go).
+//   - API (api.go): creating, updating and deleting Services,
+//     EndpointSlices, ServiceEntries and WorkloadEntries; the Multi-Cluster
+//     Services ServiceImport CRD and ServiceImports (mcs.go).
+//   - SeedServices (seed.go): Services written straight into etcd, for the
+//     benchmarks' bulk setup; OutdateResourceVersions and
+//     DeleteServiceInEtcd (relist.go): what forces a watcher to list again
+//     after an outage, and proves it did.
+//   - Istiod (istiod.go): bin/pilot-discovery watching a ControlPlane;
+//     RemoteSecret (remote.go): an Istio remote secret for another cluster;
+//     OnboardVM (onboard.go): the cluster side of Istio's VM onboarding,
+//     with the real bin/istioctl.
+//   - NameTable (nds.go): Istio's NDS table fetched from istiod as a
+//     sidecar's node would, and decoded.
+//
+// Processes and VMs:
+//   - Process (process.go): a child process in its own process group, its
+//     output in a log file; CopyBinary, the private copy of bin/coredns a
+//     benchmark runs.
+//   - CoreDNS (coredns.go, corefile.go): bin/coredns with a meshdns block or
+//     a whole Corefile, on free ports (FreePorts, FreeDNSPort).
+//   - VM (vm.go): a network namespace standing in for a VM, with its own
+//     /etc files, to run processes and resolve names inside.
+//
+// DNS:
+//   - ServeDNS (dnsserver.go): a scripted resolver, any dns.Handler, served
+//     over UDP and TCP.
+//   - Answer (answer.go): a reply written as a comparable string.
+//   - Load (load.go): queries at a steady rate over UDP sockets, and a Tally
+//     of the answers they got.
+//
+// Measurement and placement, mostly for the benchmark programs:
+//   - procfs.go: readings of /proc (RSS, peak RSS and its reset, CPU time,
+//     I/O, the load average, the CPU model), a Sampler of RSS and bytes read
+//     over time, pinning the harness's children (etcd, kube-apiserver) to a
+//     CPU, a metric scraped from a Prometheus endpoint, and Download of a
+//     pprof profile.
+//   - parallel.go: Parallel, which spreads bulk creation over workers, and
+//     the CPU affinity and nice value of every thread of a process.
+//   - Percentile (stats.go): a percentile of sorted durations, by nearest
+//     rank.
+//
+// The binaries come from `make test-binaries` (etcd and kube-apiserver,
+// test/controlplane), `make istio-binaries` (pilot-discovery and istioctl,
+// test/istio) and `make build` (coredns), and are looked up in
+// $MESHDNS_BIN_DIR, or else in the bin/ directory of the repository. A
+// missing one fails, never skips.
 package harness
 
 import (

@@ -337,8 +337,8 @@ func TestConvertWorkloadEntryHealth(t *testing.T) {
 	}
 }
 
-// Every Service in the cluster costs one service in the informer cache:
-// keep it in the 64-byte size class.
+// Every Service in the cluster is held as one service, in the state (the
+// watches keep no store of their own): keep it in the 64-byte size class.
 func TestServiceSize(t *testing.T) {
 	if n := unsafe.Sizeof(service{}); n > 64 {
 		t.Errorf("service is %d bytes, want at most 64", n)

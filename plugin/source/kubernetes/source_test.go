@@ -22,9 +22,10 @@ import (
 	"github.com/meshdns/meshdns/plugin/table"
 )
 
-// The informer wiring, against the fake clientsets: initial sync, then one
-// event at a time. test/ runs the same against a real API server.
-func TestSourceFake(t *testing.T) {
+// The watches (a reflector and a RealFIFO per kind and namespace), against
+// the fake clientsets: initial sync, then one event at a time. test/ runs
+// the same against a real API server.
+func TestSourceSyncsThenFollowsChanges(t *testing.T) {
 	kc := fake.NewClientset(&corev1.Service{
 		ObjectMeta: meta("shop", "web"),
 		Spec:       corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.1"}},
@@ -70,8 +71,8 @@ func TestSourceFake(t *testing.T) {
 		return false
 	})
 
-	// The state reads Services from the informer's cache: a change and a
-	// deletion reach the sink.
+	// The Services watch keeps no store of its own, its known objects are
+	// the state's: a change and a deletion still reach the sink.
 	applied := func(match func(apply) bool) func() bool {
 		return func() bool {
 			rec.mu.Lock()

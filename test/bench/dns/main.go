@@ -115,7 +115,7 @@ func main() {
 	if *serveKind != "" {
 		log.Fatal(serve(*serveKind, *serveAddr, *serveHosts))
 	}
-	begin, startLoad := time.Now(), loadavg()
+	begin, startLoad := time.Now(), harness.LoadAvg()
 	r := &harness.Runner{Prefix: "meshdns-bench-dns-"}
 	defer r.Teardown()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -343,7 +343,7 @@ func (b *bench) runSize(cands []candidate, d *dataset, first bool) {
 // startReady starts candidate c and returns once it answers every sampled
 // host of d correctly.
 func (b *bench) startReady(c candidate, d *dataset) *server {
-	load := loadavg()
+	load := harness.LoadAvg()
 	log.Printf("%s, %d hosts: load average %s; starting", c.title, d.n, load)
 	s, err := b.start(c, d)
 	if err != nil {
@@ -474,11 +474,11 @@ func (b *bench) measure(c candidate, s *server, d *dataset, m mix) (cell, error)
 	if err != nil {
 		return cl, err
 	}
-	cpu0, err := cpuTime(s.Pid())
+	cpu0, err := harness.CPUTime(s.Pid())
 	if err != nil {
 		return cl, err
 	}
-	upCPU0, err := cpuTime(b.upProc.Pid())
+	upCPU0, err := harness.CPUTime(b.upProc.Pid())
 	if err != nil {
 		return cl, err
 	}
@@ -488,11 +488,11 @@ func (b *bench) measure(c candidate, s *server, d *dataset, m mix) (cell, error)
 		return cl, err
 	}
 	wall := time.Since(t0)
-	cpu1, err := cpuTime(s.Pid())
+	cpu1, err := harness.CPUTime(s.Pid())
 	if err != nil {
 		return cl, err
 	}
-	upCPU1, err := cpuTime(b.upProc.Pid())
+	upCPU1, err := harness.CPUTime(b.upProc.Pid())
 	if err != nil {
 		return cl, err
 	}
@@ -504,7 +504,7 @@ func (b *bench) measure(c candidate, s *server, d *dataset, m mix) (cell, error)
 	}
 	cl.cpu = (cpu1 - cpu0) / time.Duration(cl.perf.completed)
 	cl.upPer1k = float64(up1-up0) * 1000 / float64(cl.perf.completed)
-	if cl.rss, err = vmRSS(s.Pid()); err != nil {
+	if cl.rss, err = harness.ProcStatus(s.Pid(), "VmRSS"); err != nil {
 		return cl, err
 	}
 	cl.p50, cl.p99, cl.latLost, err = latency(s.addr, m.qs, *rate, *latTime)

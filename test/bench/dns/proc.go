@@ -1,9 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,42 +27,6 @@ func startProc(r *harness.Runner, name string, argv, env []string, logPath strin
 // pinned prefixes argv to run it on cpu with GOMAXPROCS=1.
 func pinned(cpu int, argv ...string) []string {
 	return append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
-}
-
-// cpuTime is the user+system CPU time of pid so far (all its threads).
-func cpuTime(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// Fields after the command: state(0) ... utime(11) stime(12), in clock
-	// ticks of 10 ms (USER_HZ is 100 on Linux).
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
-// vmRSS is the resident set size of pid in bytes.
-func vmRSS(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
 // controlPlane returns the pids of this program's etcd and kube-apiserver
@@ -101,24 +62,6 @@ func pinHarness(cpus ...int) error {
 		}
 	}
 	return nil
-}
-
-// freePort returns a free port on 127.0.0.1 (TCP and, checked, UDP).
-func freePort() (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port on 127.0.0.1")
 }
 
 // foreignCPU is the CPU time used so far by every process outside this
@@ -168,12 +111,4 @@ func foreignCPU() time.Duration {
 		}
 	}
 	return time.Duration(sum) * 10 * time.Millisecond
-}
-
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(data))[:3], " ")
 }

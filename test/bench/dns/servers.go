@@ -83,14 +83,7 @@ func (b *bench) corefile(c candidate, d *dataset, port, pprofPort int) string {
 
 // start runs candidate c for dataset d on serverCPU with GOMAXPROCS=1.
 func (b *bench) start(c candidate, d *dataset) (*server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	pprofPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	port, pprofPort := harness.FreeDNSPort(b.r, "127.0.0.1"), harness.FreeDNSPort(b.r, "127.0.0.1")
 	s := &server{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 	dir := b.r.TempDir()
 	var argv []string
@@ -117,6 +110,7 @@ func (b *bench) start(c candidate, d *dataset) (*server, error) {
 	case c.key == "floor":
 		argv = pinned(serverCPU, b.self, "-serve", "floor", "-addr", s.addr, "-hosts", d.hosts)
 	}
+	var err error
 	s.proc, err = startProc(b.r, c.key, argv, []string{"GOMAXPROCS=1"}, filepath.Join(dir, "log"))
 	return s, err
 }

@@ -196,7 +196,7 @@ func main() {
 		r.Fatalf("coredns binary: %v (make bin/coredns)", err)
 	}
 	bin := filepath.Join(r.TempDir(), "coredns")
-	if err := copyFile(*binPath, bin); err != nil {
+	if err := harness.CopyBinary(*binPath, bin); err != nil {
 		r.Fatalf("copy %s: %v", *binPath, err)
 	}
 	start, startLoad := time.Now(), harness.LoadAvg()
@@ -788,7 +788,7 @@ func (b *bench) report(phases []phase) string {
 				conv = fmt.Sprintf("**not within %s**: %d of %d hosts final", *convLimit, s.hostsFinal, *nSEs)
 			}
 			if len(p.perHost) > 0 {
-				p50, p99, pmax = dur(pct(p.perHost, 50)), dur(pct(p.perHost, 99)), dur(pct(p.perHost, 100))
+				p50, p99, pmax = dur(harness.Percentile(p.perHost, 50)), dur(harness.Percentile(p.perHost, 99)), dur(harness.Percentile(p.perHost, 100))
 			}
 		} else if perQuery > 0 {
 			per = fmt.Sprintf("%s a query", us(perQuery))
@@ -812,8 +812,8 @@ func (b *bench) report(phases []phase) string {
 			healthCol = fmt.Sprintf(" %d |", s.healthOnly)
 		}
 		fmt.Fprintf(&sb, "| %s | %d | %d | %d | %d | %s | %s | %s | %d |%s %d | %d | %d | %s | %s | %s | %d | %d |\n", p.name,
-			s.answered, s.polled, s.current, s.lagging, dur(pct(s.behind, 50)), dur(pct(s.behind, 99)), dur(pct(s.behind, 100)),
-			s.wrong, healthCol, s.servfail, s.timeouts, s.empty, ms(pct(s.rtts, 50)), ms(pct(s.rtts, 99)), ms(pct(s.rtts, 100)),
+			s.answered, s.polled, s.current, s.lagging, dur(harness.Percentile(s.behind, 50)), dur(harness.Percentile(s.behind, 99)), dur(harness.Percentile(s.behind, 100)),
+			s.wrong, healthCol, s.servfail, s.timeouts, s.empty, ms(harness.Percentile(s.rtts, 50)), ms(harness.Percentile(s.rtts, 99)), ms(harness.Percentile(s.rtts, 100)),
 			s.skipped, s.late)
 		s.mu.Unlock()
 	}
@@ -832,14 +832,6 @@ func phaseLoads(phases []phase) string {
 		out = append(out, p.name+" "+p.load)
 	}
 	return strings.Join(out, ", ")
-}
-
-func pct(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[max(i, 0)]
 }
 
 func mib(b float64) string      { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }

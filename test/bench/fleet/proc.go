@@ -1,14 +1,14 @@
 package main
 
-// Process and machine helpers, as test/bench/kubernetes has them (a package
-// main cannot be imported).
+// The server started on its CPU and the control plane pinned to the other
+// (as test/bench/kubernetes does them), the wait for the ready plugin, and
+// the NXDOMAIN upstream.
 
 import (
 	"fmt"
 	"io"
 	"log"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -72,21 +72,4 @@ func (h *nxdomain) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetRcode(r, dns.RcodeNameError)
 	_ = w.WriteMsg(m)
-}
-
-func copyFile(from, to string) error {
-	src, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return err
-	}
-	return dst.Close()
 }

@@ -43,9 +43,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -141,7 +139,7 @@ func main() {
 		r.Fatalf("coredns binary: %v (make build)", err)
 	}
 	bin := filepath.Join(r.TempDir(), "coredns")
-	if err := copyFile(*binPath, bin); err != nil {
+	if err := harness.CopyBinary(*binPath, bin); err != nil {
 		r.Fatalf("copy %s: %v", *binPath, err)
 	}
 	start, startLoad := time.Now(), harness.LoadAvg()
@@ -383,7 +381,7 @@ func (b *bench) run(k int, s server) result {
 		res.lat = append(res.lat, at.Sub(t0))
 	}
 	slices.Sort(res.lat)
-	log.Printf("%s: create-to-answer p50 %s p99 %s max %s", s.name, ms(pct(res.lat, 50)), ms(pct(res.lat, 99)), ms(res.lat[len(res.lat)-1]))
+	log.Printf("%s: create-to-answer p50 %s p99 %s max %s", s.name, ms(harness.Percentile(res.lat, 50)), ms(harness.Percentile(res.lat, 99)), ms(res.lat[len(res.lat)-1]))
 
 	if res.settled, err = harness.SettledRSS(p.Pid(), settleWindow, settleMax); err != nil {
 		fail("%v", err)
@@ -517,11 +515,6 @@ func (c *dnsConn) lookupA(name string, timeout time.Duration) ([]string, int, er
 	}
 }
 
-func pct(sorted []time.Duration, p float64) time.Duration {
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[max(i, 0)]
-}
-
 func table(rs []result) string {
 	var sb strings.Builder
 	sb.WriteString("| server | sync time | CPU to sync | RSS after sync | peak RSS | RSS settled | live heap | create→answer p50 | p90 | p99 | max |\n")
@@ -529,7 +522,7 @@ func table(rs []result) string {
 	cols := func(r result) []float64 {
 		l := r.lat
 		return []float64{r.sync.Seconds(), r.cpu.Seconds(), r.rss, r.peak, r.settled, r.heap,
-			pct(l, 50).Seconds(), pct(l, 90).Seconds(), pct(l, 99).Seconds(), l[len(l)-1].Seconds()}
+			harness.Percentile(l, 50).Seconds(), harness.Percentile(l, 90).Seconds(), harness.Percentile(l, 99).Seconds(), l[len(l)-1].Seconds()}
 	}
 	for k, r := range rs {
 		c := cols(r)
@@ -571,23 +564,6 @@ func rssBreakdown(pid int, metricsURL string) string {
 	}
 	return fmt.Sprintf("%s; Go heap in use %s, free and kept %s, stacks %s, next GC at %s", strings.Join(out, ", "),
 		mib(m["heap_inuse"]), mib(m["heap_idle"]-m["heap_released"]), mib(m["stack_sys"]), mib(m["next_gc"]))
-}
-
-func copyFile(from, to string) error {
-	src, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return err
-	}
-	return dst.Close()
 }
 
 // freePorts returns n distinct loopback ports free for both TCP and UDP
