@@ -44,12 +44,12 @@
 //   - procfs.go: readings of /proc (RSS, peak RSS and its reset, CPU time,
 //     I/O, the load average, the CPU model), a Sampler of RSS and bytes read
 //     over time, pinning the harness's children (etcd, kube-apiserver) to a
-//     CPU, a metric scraped from a Prometheus endpoint, and Download of a
-//     pprof profile.
+//     CPU (PinChildren, PinControlPlane), a metric scraped from a Prometheus
+//     endpoint, and Download of a pprof profile.
 //   - parallel.go: Parallel, which spreads bulk creation over workers, and
 //     the CPU affinity and nice value of every thread of a process.
-//   - Percentile (stats.go): a percentile of sorted durations, by nearest
-//     rank.
+//   - Percentile and MiB (stats.go): a percentile of sorted durations, by
+//     nearest rank, and a byte count as the reports write it.
 //
 // The binaries come from `make test-binaries` (etcd and kube-apiserver,
 // test/controlplane), `make istio-binaries` (pilot-discovery and istioctl,

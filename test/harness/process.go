@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -105,6 +107,11 @@ func (p *Process) stop(grace time.Duration) {
 		_ = syscall.Kill(pgid, syscall.SIGKILL)
 		<-p.done
 	}
+}
+
+// LogLines is the process's whole log, line by line.
+func (p *Process) LogLines() []string {
+	return strings.Split(p.LogTail(math.MaxInt), "\n")
 }
 
 // LogTail returns the last n lines of the process log.

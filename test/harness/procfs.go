@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -262,4 +263,14 @@ func Download(url, path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// PinControlPlane pins the harness's children (etcd, kube-apiserver) and
+// this program to cpu, as PinChildren does, and logs how many it pinned.
+func PinControlPlane(cpu int) error {
+	n, err := PinChildren(cpu)
+	if err == nil {
+		log.Printf("pinned %d control-plane processes and this program to CPU %d", n, cpu)
+	}
+	return err
 }

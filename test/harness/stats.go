@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"fmt"
 	"math"
 	"time"
 )
@@ -15,3 +16,6 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
 	return sorted[max(i, 0)]
 }
+
+// MiB writes a byte count in MiB, as the benchmark reports do.
+func MiB(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }

@@ -594,7 +594,7 @@ func (b *bench) walk(c candidate, s *server, d *dataset) error {
 			return err
 		}
 		slices.Sort(times)
-		w.p50, w.p99 = pct(times, 50), pct(times, 99)
+		w.p50, w.p99 = harness.Percentile(times, 50), harness.Percentile(times, 99)
 		w.queries = float64(queries) / float64(*ndotsN)
 		w.upstream = float64(up1-up0) / float64(*ndotsN)
 		b.walks = append(b.walks, w)

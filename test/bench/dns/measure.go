@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/meshdns/meshdns/test/harness"
 )
 
 // perf is what one dnsperf run reports.
@@ -157,11 +159,7 @@ func latency(addr string, qs []question, rate int, d time.Duration) (p50, p99 ti
 		return 0, 0, n, errors.New("latency: no answers")
 	}
 	slices.Sort(rtts)
-	return pct(rtts, 50), pct(rtts, 99), n - len(rtts), nil
-}
-
-func pct(s []time.Duration, p float64) time.Duration {
-	return s[min(len(s)-1, int(float64(len(s))*p/100))]
+	return harness.Percentile(rtts, 50), harness.Percentile(rtts, 99), n - len(rtts), nil
 }
 
 // ask sends one query and returns the answer.

@@ -212,7 +212,7 @@ func main() {
 	if b.istio, err = istioclient.NewForConfig(cfg); err != nil {
 		r.Fatalf("istio client: %v", err)
 	}
-	if err := pinChildren(clientCPU); err != nil {
+	if err := harness.PinControlPlane(clientCPU); err != nil {
 		r.Fatalf("pin the control plane: %v", err)
 	}
 	if err := harness.SetAffinity(os.Getpid(), clientCPU); err != nil {
@@ -272,7 +272,7 @@ func main() {
 	}
 	finish()
 	fmt.Printf("\n| meshdns RSS after sync | after the creates | peak (VmHWM) after the creates | peak at the end | RSS at the end |\n| ---: | ---: | ---: | ---: | ---: |\n")
-	fmt.Printf("| %s | %s | %s | %s | %s |\n", mib(rssSync), mib(rssCreate), mib(peakCreate), mib(peak), mib(final))
+	fmt.Printf("| %s | %s | %s | %s | %s |\n", harness.MiB(rssSync), harness.MiB(rssCreate), harness.MiB(peakCreate), harness.MiB(peak), harness.MiB(final))
 
 	bad := 0
 	for _, p := range phases {
@@ -362,7 +362,7 @@ func (b *bench) startMeshDNS(bin, upstream string) float64 {
 	if err != nil {
 		b.fail("%v", err)
 	}
-	log.Printf("meshdns synced %d ServiceEntries in %s (ready), RSS %s", *nSEs, time.Since(begin).Round(time.Millisecond), mib(rss))
+	log.Printf("meshdns synced %d ServiceEntries in %s (ready), RSS %s", *nSEs, time.Since(begin).Round(time.Millisecond), harness.MiB(rss))
 	return rss
 }
 
@@ -834,7 +834,6 @@ func phaseLoads(phases []phase) string {
 	return strings.Join(out, ", ")
 }
 
-func mib(b float64) string      { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", d.Seconds()*1000) }
 func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", d.Seconds()*1e6) }
 

@@ -7,7 +7,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,16 +22,6 @@ import (
 func startPinned(bin, conf, logPath string) (*harness.Process, error) {
 	return harness.StartProcess("coredns", []string{"taskset", "-c", strconv.Itoa(serverCPU), bin, "-conf", conf},
 		[]string{"GOMAXPROCS=1"}, logPath)
-}
-
-// pinChildren pins every child process of this program (etcd and
-// kube-apiserver, started by the harness) to cpu.
-func pinChildren(cpu int) error {
-	n, err := harness.PinChildren(cpu)
-	if err == nil {
-		log.Printf("pinned %d control-plane processes and this program to CPU %d", n, cpu)
-	}
-	return err
 }
 
 // waitReady polls the ready plugin's URL until it answers 200 OK.

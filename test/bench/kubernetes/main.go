@@ -157,7 +157,7 @@ func main() {
 
 	// From here on CPU 0 is the server's alone: the control plane and this
 	// program move to CPU 1.
-	if err := pinChildren(clientCPU); err != nil {
+	if err := harness.PinControlPlane(clientCPU); err != nil {
 		r.Fatalf("pin the control plane: %v", err)
 	}
 	if err := harness.SetAffinity(os.Getpid(), clientCPU); err != nil {
@@ -201,8 +201,8 @@ func relistTable(rs []result) string {
 	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for k, r := range rs {
 		l := r.relist
-		fmt.Fprintf(&sb, "| %s | %s | %s | %.3f× | %s | %s | %s | %s | %s – %s | %s | %s |\n", servers[k].name, mib(l.before), mib(l.peak),
-			l.peak/l.before, mib(l.after), mib(l.read), secs(l.down), secs(l.readyAt), secs(l.readFrom), secs(l.readTo), secs(l.received), secs(l.peakAt))
+		fmt.Fprintf(&sb, "| %s | %s | %s | %.3f× | %s | %s | %s | %s | %s – %s | %s | %s |\n", servers[k].name, harness.MiB(l.before), harness.MiB(l.peak),
+			l.peak/l.before, harness.MiB(l.after), harness.MiB(l.read), secs(l.down), secs(l.readyAt), secs(l.readFrom), secs(l.readTo), secs(l.received), secs(l.peakAt))
 	}
 	a, b := rs[0].relist, rs[1].relist
 	fmt.Fprintf(&sb, "| ratio meshdns / kubernetes | %.3f× | %.3f× | | %.3f× | %.3f× | | | | | |\n", a.before/b.before, a.peak/b.peak, a.after/b.after, a.read/b.read)
@@ -324,7 +324,7 @@ func (b *bench) run(k int, s server) result {
 	if res.syncRead, err = harness.ProcIO(p.Pid(), "rchar"); err != nil {
 		fail("%v", err)
 	}
-	log.Printf("%s: synced %d services in %s, using %s of CPU, having read %s", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu, mib(res.syncRead))
+	log.Printf("%s: synced %d services in %s, using %s of CPU, having read %s", s.name, *nServices, res.sync.Round(time.Millisecond), res.cpu, harness.MiB(res.syncRead))
 
 	time.Sleep(settle)
 	if res.rss, err = harness.ProcStatus(p.Pid(), "VmRSS"); err != nil {
@@ -345,7 +345,7 @@ func (b *bench) run(k int, s server) result {
 	if res.heap, err = harness.Metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
 		fail("%v", err)
 	}
-	log.Printf("%s: RSS %s, live heap %s", s.name, mib(res.rss), mib(res.heap))
+	log.Printf("%s: RSS %s, live heap %s", s.name, harness.MiB(res.rss), harness.MiB(res.heap))
 	if path != "" {
 		log.Printf("%s: heap profile in %s", s.name, path)
 	}
@@ -386,7 +386,7 @@ func (b *bench) run(k int, s server) result {
 	if res.settled, err = harness.SettledRSS(p.Pid(), settleWindow, settleMax); err != nil {
 		fail("%v", err)
 	}
-	log.Printf("%s: RSS settled at %s (peak %s)", s.name, mib(res.settled), mib(res.peak))
+	log.Printf("%s: RSS settled at %s (peak %s)", s.name, harness.MiB(res.settled), harness.MiB(res.peak))
 	log.Printf("%s: settled RSS is %s", s.name, rssBreakdown(p.Pid(), "http://"+metrics+"/metrics"))
 
 	if *doRelist {
@@ -527,7 +527,7 @@ func table(rs []result) string {
 	for k, r := range rs {
 		c := cols(r)
 		fmt.Fprintf(&sb, "| %s | %.2f s | %.2f s | %s | %s | %s | %s | %s | %s | %s | %s |\n", servers[k].name, c[0], c[1],
-			mib(c[2]), mib(c[3]), mib(c[4]), mib(c[5]), msf(c[6]), msf(c[7]), msf(c[8]), msf(c[9]))
+			harness.MiB(c[2]), harness.MiB(c[3]), harness.MiB(c[4]), harness.MiB(c[5]), msf(c[6]), msf(c[7]), msf(c[8]), msf(c[9]))
 	}
 	a, b := cols(rs[0]), cols(rs[1])
 	sb.WriteString("| ratio meshdns / kubernetes |")
@@ -538,7 +538,6 @@ func table(rs []result) string {
 	return sb.String()
 }
 
-func mib(b float64) string      { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 func msf(s float64) string      { return fmt.Sprintf("%.2f ms", s*1000) }
 func ms(d time.Duration) string { return msf(d.Seconds()) }
 
@@ -552,7 +551,7 @@ func rssBreakdown(pid int, metricsURL string) string {
 		if err != nil {
 			return err.Error()
 		}
-		out = append(out, f+" "+mib(v))
+		out = append(out, f+" "+harness.MiB(v))
 	}
 	m := map[string]float64{}
 	for _, name := range []string{"heap_inuse", "heap_idle", "heap_released", "stack_sys", "next_gc"} {
@@ -563,7 +562,7 @@ func rssBreakdown(pid int, metricsURL string) string {
 		m[name] = v
 	}
 	return fmt.Sprintf("%s; Go heap in use %s, free and kept %s, stacks %s, next GC at %s", strings.Join(out, ", "),
-		mib(m["heap_inuse"]), mib(m["heap_idle"]-m["heap_released"]), mib(m["stack_sys"]), mib(m["next_gc"]))
+		harness.MiB(m["heap_inuse"]), harness.MiB(m["heap_idle"]-m["heap_released"]), harness.MiB(m["stack_sys"]), harness.MiB(m["next_gc"]))
 }
 
 // freePorts returns n distinct loopback ports free for both TCP and UDP

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"log"
 	"strconv"
 	"time"
 
@@ -18,14 +17,4 @@ func startPinned(bin, conf, logPath string, gctrace bool) (*harness.Process, tim
 	begin := time.Now()
 	p, err := harness.StartProcess("coredns", []string{"taskset", "-c", strconv.Itoa(serverCPU), bin, "-conf", conf}, env, logPath)
 	return p, begin, err
-}
-
-// pinChildren pins every child process of this program (etcd and
-// kube-apiserver, started by the harness) to cpu.
-func pinChildren(cpu int) error {
-	n, err := harness.PinChildren(cpu)
-	if err == nil {
-		log.Printf("pinned %d control-plane processes and this program to CPU %d", n, cpu)
-	}
-	return err
 }

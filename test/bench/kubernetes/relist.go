@@ -87,7 +87,7 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 			fail("heap profile: %v", err)
 		}
 	}
-	logFrom := len(logLines(p))
+	logFrom := len(p.LogLines())
 	read0, err := harness.ProcIO(pid, "rchar")
 	if err != nil {
 		fail("%v", err)
@@ -176,15 +176,15 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 		}
 		if now.After(deadline) {
 			b.r.Logf("%s: kube-apiserver since its restart: %s", s.name, b.apiserverLists())
-			b.r.Logf("%s: its log since the restart:\n%s", s.name, strings.Join(logLines(p)[logFrom:], "\n"))
+			b.r.Logf("%s: its log since the restart:\n%s", s.name, strings.Join(p.LogLines()[logFrom:], "\n"))
 			ips, rcode, err := q.lookupA(goneName, time.Second)
 			fail("no relist %s after kube-apiserver was ready again: %s, deleted during the outage, answers %s %v %v; the server read %s since the restart (its initial sync read %s)",
-				relistLimit, goneName, dns.RcodeToString[rcode], ips, err, mib(read), mib(syncRead))
+				relistLimit, goneName, dns.RcodeToString[rcode], ips, err, harness.MiB(read), harness.MiB(syncRead))
 		}
 		time.Sleep(sampleEvery)
 	}
 	log.Printf("%s: relisted: %s answers NXDOMAIN %s after kube-apiserver's restart; read %s since it was stopped (its initial sync read %s); kube-apiserver since its restart: %s",
-		s.name, goneName, secs(res.received), mib(res.read), mib(syncRead), b.apiserverLists())
+		s.name, goneName, secs(res.received), harness.MiB(res.read), harness.MiB(syncRead), b.apiserverLists())
 
 	// A service created now answers once the list is processed, and the
 	// watch is live again.
@@ -212,14 +212,14 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 	// sample may be a little above VmHWM. More means the reset or the
 	// reading is wrong.
 	if res.topSample > hwm+1<<20 {
-		fail("VmRSS was %s, above VmHWM %s: the peak was not measured", mib(res.topSample), mib(hwm))
+		fail("VmRSS was %s, above VmHWM %s: the peak was not measured", harness.MiB(res.topSample), harness.MiB(hwm))
 	}
 	res.peak = max(hwm, res.topSample)
 	log.Printf("%s: peak RSS through the relist %s (%.3f× the %s settled before; VmHWM %s, VmRSS highest %s %s after kube-apiserver's restart); the relist read from %s to %s",
-		s.name, mib(res.peak), res.peak/res.before, mib(res.before), mib(hwm), mib(res.topSample), secs(res.peakAt), secs(res.readFrom), secs(res.readTo))
+		s.name, harness.MiB(res.peak), res.peak/res.before, harness.MiB(res.before), harness.MiB(hwm), harness.MiB(res.topSample), secs(res.peakAt), secs(res.readFrom), secs(res.readTo))
 	log.Printf("%s: VmRSS through the relist (s from kube-apiserver's restart: MiB): %s", s.name, timeline(samples, zero))
 	var lines, gcs []string
-	for _, l := range logLines(p)[logFrom:] {
+	for _, l := range p.LogLines()[logFrom:] {
 		if isGC(l) {
 			gcs = append(gcs, l)
 		} else {
@@ -261,13 +261,8 @@ func (b *bench) relist(k int, s server, p *harness.Process, q *dnsConn, settledB
 	if res.after, err = harness.SettledRSS(pid, settleWindow, settleMax); err != nil {
 		fail("%v", err)
 	}
-	log.Printf("%s: RSS settled after the relist at %s", s.name, mib(res.after))
+	log.Printf("%s: RSS settled after the relist at %s", s.name, harness.MiB(res.after))
 	return res, svc
-}
-
-// logLines is the server's log, line by line.
-func logLines(p *harness.Process) []string {
-	return strings.Split(p.LogTail(math.MaxInt), "\n")
 }
 
 // isGC tells a line of the Go runtime's GC trace (GODEBUG=gctrace=1).
@@ -276,7 +271,7 @@ func isGC(line string) bool { return strings.HasPrefix(line, "gc ") }
 // logTail is the last n lines of the server's log but its GC trace.
 func logTail(p *harness.Process, n int) string {
 	var out []string
-	for _, l := range logLines(p) {
+	for _, l := range p.LogLines() {
 		if !isGC(l) {
 			out = append(out, l)
 		}

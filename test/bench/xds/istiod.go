@@ -143,9 +143,5 @@ func pushToAnswer(r *harness.Runner, background, creates int) answerResult {
 func percentiles(ds []time.Duration) (p50, p99, maxd time.Duration) {
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	at := func(p float64) time.Duration {
-		i := int(float64(len(s))*p+0.999999) - 1
-		return s[max(i, 0)]
-	}
-	return at(0.50), at(0.99), s[len(s)-1]
+	return harness.Percentile(s, 50), harness.Percentile(s, 99), s[len(s)-1]
 }

@@ -95,7 +95,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 	if res.empty, err = harness.SettledRSS(pid, settleWindow, settleMax); err != nil {
 		fail("%v", err)
 	}
-	log.Printf("memory: bin/coredns subscribed; RSS settled at %s with an empty table", mib(res.empty))
+	log.Printf("memory: bin/coredns subscribed; RSS settled at %s with an empty table", harness.MiB(res.empty))
 	before := res.empty
 	for k, name := range memPushNames {
 		var nt *nds.NameTable
@@ -119,7 +119,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 				fail("heap profile: %v", err)
 			}
 		}
-		logFrom := len(logLines(p))
+		logFrom := len(p.LogLines())
 		if err := harness.ResetPeakRSS(pid); err != nil {
 			fail("%v", err)
 		}
@@ -146,13 +146,13 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 		// sample may be a little above VmHWM. More means the reset or the
 		// reading is wrong.
 		if top > hwm+1<<20 {
-			fail("VmRSS was %s, above VmHWM %s: the peak was not measured", mib(top), mib(hwm))
+			fail("VmRSS was %s, above VmHWM %s: the peak was not measured", harness.MiB(top), harness.MiB(hwm))
 		}
 		m.peak = max(hwm, top)
 		log.Printf("memory: push %d (%s), %s: ACK after %s; peak RSS %s (VmHWM %s, VmRSS highest %s %s after the send, %s at the end)",
-			k+1, name, size(pu.bytes), ms(m.ack), mib(m.peak), mib(hwm), mib(top), secs(m.peakAt), mib(samples[len(samples)-1].RSS))
+			k+1, name, size(pu.bytes), ms(m.ack), harness.MiB(m.peak), harness.MiB(hwm), harness.MiB(top), secs(m.peakAt), harness.MiB(samples[len(samples)-1].RSS))
 		var gcs []string
-		for _, l := range logLines(p)[logFrom:] {
+		for _, l := range p.LogLines()[logFrom:] {
 			if strings.HasPrefix(l, "gc ") {
 				gcs = append(gcs, l)
 			}
@@ -171,7 +171,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 			fail("%v", err)
 		}
 		log.Printf("memory: push %d: all %d hosts answer right; RSS settled at %s: peak %.3f× that, %.3f× the %s settled before",
-			k+1, n, mib(m.after), m.peak/m.after, m.peak/before, mib(before))
+			k+1, n, harness.MiB(m.after), m.peak/m.after, m.peak/before, harness.MiB(before))
 		res.pushes = append(res.pushes, m)
 		before = m.after
 	}
@@ -181,7 +181,7 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 	if res.heap, err = harness.Metric("http://"+metrics+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
 		fail("%v", err)
 	}
-	log.Printf("memory: live heap after the pushes %s", mib(res.heap))
+	log.Printf("memory: live heap after the pushes %s", harness.MiB(res.heap))
 	if *profileDir != "" {
 		log.Printf("memory: heap profiles before and after each push in %s (go tool pprof -sample_index=alloc_space -diff_base coredns.pushN-before.heap.pb.gz coredns.pushN-after.heap.pb.gz)", *profileDir)
 	}
@@ -194,12 +194,12 @@ func pushMemory(r *harness.Runner, f *fakeADS, n int) memoryResult {
 func memoryTable(m memoryResult) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "bin/coredns with an xds source, %d hosts (push of %s); RSS settled with an empty table %s; live heap after the pushes %s.\n\n",
-		m.n, size(m.bytes), mib(m.empty), mib(m.heap))
+		m.n, size(m.bytes), harness.MiB(m.empty), harness.MiB(m.heap))
 	sb.WriteString("| push | send → ACK | RSS settled before | peak RSS | RSS peak at (from the send) | RSS settled after | peak ÷ settled after | peak ÷ settled before |\n")
 	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for k, p := range m.pushes {
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %.3f× | %.3f× |\n", memPushNames[k], ms(p.ack), mib(p.before), mib(p.peak),
-			secs(p.peakAt), mib(p.after), p.peak/p.after, p.peak/p.before)
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %.3f× | %.3f× |\n", memPushNames[k], ms(p.ack), harness.MiB(p.before), harness.MiB(p.peak),
+			secs(p.peakAt), harness.MiB(p.after), p.peak/p.after, p.peak/p.before)
 	}
 	var verdicts []string
 	for k, p := range m.pushes {
@@ -262,12 +262,5 @@ func checkTable(addr string, nt *nds.NameTable) []string {
 	}
 	return wrong
 }
-
-// logLines is the process's log, line by line.
-func logLines(p *harness.Process) []string {
-	return strings.Split(p.LogTail(1<<62), "\n")
-}
-
-func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
