@@ -42,8 +42,9 @@ var steps = []step{
 	{title: "CoreDNS bind+hosts (the floor)"},
 	{title: "+ forward, prometheus", tags: "forward"},
 	{title: "+ meshdns, file source", tags: "forward meshdns", meshdns: true},
-	{title: "+ cache, errors, health, log, loop, ready, reload, rewrite, template", tags: "forward meshdns plugins", meshdns: true},
-	{title: "+ xds source", tags: "forward meshdns plugins xds", meshdns: true},
+	{title: "+ cache, errors, health, log, loop, ready, reload", tags: "forward meshdns plugins", meshdns: true},
+	{title: "+ rewrite, template", tags: "forward meshdns plugins rewrite", meshdns: true},
+	{title: "+ xds source", tags: "forward meshdns plugins rewrite xds", meshdns: true},
 	{title: "bin/meshdns", binary: "meshdns", meshdns: true},
 	{title: "bin/coredns (every plugin, every source)", binary: "coredns", meshdns: true},
 }

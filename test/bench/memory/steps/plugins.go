@@ -10,10 +10,8 @@ import (
 	_ "github.com/coredns/coredns/plugin/loop"
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
-	_ "github.com/coredns/coredns/plugin/rewrite"
-	_ "github.com/coredns/coredns/plugin/template"
 )
 
 func init() {
-	plugins = append(plugins, "cache", "errors", "health", "log", "loop", "ready", "reload", "rewrite", "template")
+	plugins = append(plugins, "cache", "errors", "health", "log", "loop", "ready", "reload")
 }
