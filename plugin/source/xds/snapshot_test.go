@@ -113,6 +113,12 @@ func TestSnapshotServedAtStart(t *testing.T) {
 			t.Errorf("%d replaces, last %+v, synced %d", len(s.replaces), res, s.synced)
 		}
 	})
+	// The push becomes the snapshot; waiting for it also keeps the write
+	// from racing the removal of the test's directory.
+	eventually(t, "the push saved as the snapshot", func() bool {
+		es, _, _, err := file.Load(path)
+		return err == nil && slices.Equal(hostLines(es), []string{"a.ns.svc.cluster.local Kubernetes 10.96.0.1", "new.example.com External 240.240.0.2"})
+	})
 }
 
 // A snapshot that is not a good name table is ignored with a rejection; the
