@@ -61,14 +61,18 @@ func trickRecords() ([]*Record, []Entry) {
 	return recs, entries
 }
 
-// apart is a copy of r with its bytes in an allocation of their own.
-func apart(r *Record) *Record {
+// bytesApart is a copy of r's bytes in an allocation of their own.
+func bytesApart(r *Record) *byte {
 	data := make([]byte, int(r.ownerLen)+int(r.wireLen))
 	copy(data[copy(data, r.owner()):], r.wire())
-	c := &Record{data: unsafe.SliceData(data), wireLen: r.wireLen, wireSplit: r.wireSplit,
+	return unsafe.SliceData(data)
+}
+
+// apart is a copy of r with its bytes in an allocation of their own.
+func apart(r *Record) *Record {
+	return &Record{data: bytesApart(r), wireLen: r.wireLen, wireSplit: r.wireSplit,
 		ownerLen: r.ownerLen, source: r.source, nports: r.nports, shortName: r.shortName,
 		registry: r.registry, extra: r.extra, ports: r.ports}
-	return c
 }
 
 // plainRecord is Record in plain Go: string and slice headers.
@@ -118,48 +122,34 @@ func BenchmarkRecordLayout(b *testing.B) {
 	recs, entries := trickRecords()
 	b.Logf("sizes: Record %d, portsSlice %d, strings %d, plain %d bytes", unsafe.Sizeof(Record{}),
 		unsafe.Sizeof(portsSliceRecord{}), unsafe.Sizeof(stringsRecord{}), unsafe.Sizeof(plainRecord{}))
-	b.Run("Record", func(b *testing.B) {
-		benchHeld(b, func() any {
-			out := make([]*Record, len(recs))
-			for i, r := range recs {
-				out[i] = apart(r)
-			}
-			return out
-		})
+	benchEach(b, "Record", recs, func(_ int, r *Record) *Record { return apart(r) })
+	benchEach(b, "portsSlice", recs, func(i int, r *Record) *portsSliceRecord {
+		return &portsSliceRecord{data: bytesApart(r), wireLen: r.wireLen, wireSplit: r.wireSplit,
+			ownerLen: r.ownerLen, source: r.source, shortName: r.shortName, registry: r.registry,
+			extra: r.extra, ports: entries[i].Ports}
 	})
-	b.Run("portsSlice", func(b *testing.B) {
-		benchHeld(b, func() any {
-			out := make([]*portsSliceRecord, len(recs))
-			for i, r := range recs {
-				data := make([]byte, int(r.ownerLen)+int(r.wireLen))
-				copy(data[copy(data, r.owner()):], r.wire())
-				out[i] = &portsSliceRecord{data: unsafe.SliceData(data), wireLen: r.wireLen, wireSplit: r.wireSplit,
-					ownerLen: r.ownerLen, source: r.source, shortName: r.shortName, registry: r.registry,
-					extra: r.extra, ports: entries[i].Ports}
-			}
-			return out
-		})
+	benchEach(b, "strings", recs, func(_ int, r *Record) *stringsRecord {
+		data := r.owner() + r.wire()
+		return &stringsRecord{owner: data[:r.ownerLen], wire: data[r.ownerLen:], wireSplit: r.wireSplit,
+			source: r.source, nports: r.nports, shortName: r.shortName, registry: r.registry,
+			extra: r.extra, ports: r.ports}
 	})
-	b.Run("strings", func(b *testing.B) {
-		benchHeld(b, func() any {
-			out := make([]*stringsRecord, len(recs))
-			for i, r := range recs {
-				data := r.owner() + r.wire()
-				out[i] = &stringsRecord{owner: data[:r.ownerLen], wire: data[r.ownerLen:], wireSplit: r.wireSplit,
-					source: r.source, nports: r.nports, shortName: r.shortName, registry: r.registry,
-					extra: r.extra, ports: r.ports}
-			}
-			return out
-		})
+	benchEach(b, "plain", recs, func(i int, r *Record) *plainRecord {
+		data := r.owner() + r.wire()
+		return &plainRecord{owner: data[:r.ownerLen], wire: data[r.ownerLen:], wireSplit: r.wireSplit,
+			source: r.source, shortName: r.shortName, registry: r.registry,
+			extra: r.extra, ports: entries[i].Ports}
 	})
-	b.Run("plain", func(b *testing.B) {
+}
+
+// benchEach runs the sub-benchmark name, which reports the heap that mk's
+// copies of recs hold.
+func benchEach[T any](b *testing.B, name string, recs []*Record, mk func(i int, r *Record) *T) {
+	b.Run(name, func(b *testing.B) {
 		benchHeld(b, func() any {
-			out := make([]*plainRecord, len(recs))
+			out := make([]*T, len(recs))
 			for i, r := range recs {
-				data := r.owner() + r.wire()
-				out[i] = &plainRecord{owner: data[:r.ownerLen], wire: data[r.ownerLen:], wireSplit: r.wireSplit,
-					source: r.source, shortName: r.shortName, registry: r.registry,
-					extra: r.extra, ports: entries[i].Ports}
+				out[i] = mk(i, r)
 			}
 			return out
 		})
